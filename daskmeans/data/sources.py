@@ -1,0 +1,425 @@
+"""Readers for the accepted CIFAR-10 sources.
+
+Each reader returns a :class:`SourceData`: the class names and, per split, the
+number of images and a generator of ``(images, labels)`` pieces in order. The
+store writer consumes the pieces one at a time, so only one piece of decoded
+pixels (plus, for archives, the still-compressed member bytes) is held at once.
+
+Accepted sources: the official ``cifar-10-python.tar.gz``, its extracted
+``cifar-10-batches-py/`` folder (or a parent holding it), an image-folder tree
+``<root>/{train,test}/<class>/*.png|jpg|jpeg`` (or ``<root>/<class>/...`` as a
+single "train" split), a tarball of such a tree, and ``"keras"``.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+
+from ..errors import DataError
+from .fetch import HINT, Progress
+from .safety import iter_tar_members, safe_loads
+
+__all__ = [
+    "CIFAR10_CLASSES",
+    "IMAGE_EXTENSIONS",
+    "SourceData",
+    "SplitData",
+    "describe_source",
+    "is_tarball",
+    "read_source",
+]
+
+#: CIFAR-10 class names in label order.
+CIFAR10_CLASSES = (
+    "airplane", "automobile", "bird", "cat", "deer",
+    "dog", "frog", "horse", "ship", "truck",
+)  # fmt: skip
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
+TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz")
+SHAPE = (32, 32, 3)
+TRAIN_BATCHES = tuple(f"data_batch_{i}" for i in range(1, 6))
+BATCH_NAMES = (*TRAIN_BATCHES, "test_batch", "batches.meta")
+#: Rows decoded per piece: a multiple of the store's 1024-row chunks.
+PIECE_ROWS = 4096
+
+
+@dataclass
+class SplitData:
+    """One split of a source: its size and a one-shot generator of pieces."""
+
+    n: int
+    pieces: Callable[[], Iterator[tuple[np.ndarray, np.ndarray]]]
+
+
+@dataclass
+class SourceData:
+    """What a reader found: class names (label order) and the splits present."""
+
+    class_names: tuple[str, ...]
+    splits: dict[str, SplitData]
+    kind: str  # "official", "image-folder" or "keras"
+
+
+def is_tarball(path: Path) -> bool:
+    """Whether ``path``'s name ends in a tar suffix (``.tar``, ``.tar.gz``, ``.tgz``, ...)."""
+    return path.name.lower().endswith(TAR_SUFFIXES)
+
+
+def describe_source(source) -> str:
+    """Human description of a source: its absolute path, or ``"keras"``."""
+    return "keras" if source == "keras" else str(source)
+
+
+def read_source(source, progress: bool = True) -> SourceData:
+    """Open a CIFAR-10 source for ingestion.
+
+    Parameters
+    ----------
+    source : pathlib.Path or "keras"
+        As returned by :func:`daskmeans.data.resolve_source`.
+    progress : bool
+        Show progress lines while reading and decoding.
+
+    Returns
+    -------
+    SourceData
+
+    Raises
+    ------
+    DataError
+        For a missing, unreadable, corrupted, unsafe or wrongly laid-out source.
+    """
+    if source == "keras":
+        return _read_keras()
+    path = Path(source)
+    if path.is_dir():
+        batches = _find_batch_dir(path)
+        if batches is not None:
+            return _read_official_dir(batches)
+        return _read_image_dir(path, progress)
+    if path.is_file():
+        return _read_tarball(path, progress)
+    raise DataError(f"--data {path}: no such file or folder; {HINT}")
+
+
+# --- official batches ---------------------------------------------------------
+
+
+def _find_batch_dir(path: Path) -> Path | None:
+    for cand in (path, path / "cifar-10-batches-py"):
+        if any((cand / name).is_file() for name in BATCH_NAMES):
+            return cand
+    return None
+
+
+def _read_official_dir(folder: Path) -> SourceData:
+    missing = [n for n in BATCH_NAMES if not (folder / n).is_file()]
+    if missing:
+        raise DataError(
+            f"{folder}: incomplete CIFAR-10 batches folder, missing {', '.join(missing)}; "
+            "extract the official cifar-10-python.tar.gz again"
+        )
+    blobs = {}
+    for name in BATCH_NAMES:
+        try:
+            blobs[name] = (folder / name).read_bytes()
+        except OSError as e:
+            raise DataError(f"{folder / name}: cannot read ({e.strerror or e}); check permissions") from None
+    return _official_from_blobs(blobs, str(folder))
+
+
+def _official_from_blobs(blobs: dict, where: str) -> SourceData:
+    """Decode the seven official pickles (name -> bytes); ``blobs`` is emptied as it goes."""
+    meta = safe_loads(blobs.pop("batches.meta"), f"{where}/batches.meta")
+    names = _get(meta, "label_names", f"{where}/batches.meta")
+    try:
+        class_names = tuple(n.decode("ascii") if isinstance(n, bytes) else str(n) for n in names)
+    except (TypeError, UnicodeDecodeError):
+        raise DataError(f"{where}/batches.meta: label_names is not a list of names; not a CIFAR-10 archive") from None
+    arrays = {}
+    for name in (*TRAIN_BATCHES, "test_batch"):
+        origin = f"{where}/{name}"
+        # Pop as we go so each raw pickle is released once decoded.
+        arrays[name] = _decode_batch(safe_loads(blobs.pop(name), origin), origin, len(class_names))
+
+    def pieces(names):
+        def gen():
+            for name in names:
+                images, labels = arrays[name]
+                for start in range(0, len(images), PIECE_ROWS):
+                    yield images[start : start + PIECE_ROWS], labels[start : start + PIECE_ROWS]
+
+        return gen
+
+    splits = {
+        "train": SplitData(sum(len(arrays[n][0]) for n in TRAIN_BATCHES), pieces(TRAIN_BATCHES)),
+        "test": SplitData(len(arrays["test_batch"][0]), pieces(("test_batch",))),
+    }
+    return SourceData(class_names, splits, "official")
+
+
+def _get(obj, key: str, origin: str):
+    if isinstance(obj, dict):
+        for k in (key.encode(), key):  # bytes keys (Python 2 pickles) or str keys
+            if k in obj:
+                return obj[k]
+    raise DataError(f"{origin}: no {key!r} entry; not a CIFAR-10 batch (crafted or corrupted archive)")
+
+
+def _decode_batch(batch, origin: str, n_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    data = _get(batch, "data", origin)
+    labels = _get(batch, "labels", origin)
+    bad = None
+    if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
+        bad = f"'data' is not an (N, 3072) uint8 array ({getattr(data, 'shape', type(data).__name__)})"
+    else:
+        try:
+            labels = np.asarray(labels)
+        except (TypeError, ValueError):
+            labels = None
+        if labels is None or labels.ndim != 1 or len(labels) != len(data) or labels.dtype.kind not in "iu":
+            bad = "'labels' is not a list of one int per image"
+        elif len(labels) and (labels.min() < 0 or labels.max() >= n_classes):
+            bad = f"labels outside 0..{n_classes - 1}"
+    if bad:
+        raise DataError(f"{origin}: {bad}; not a CIFAR-10 batch (crafted or corrupted archive)")
+    # Channel-planar rows (1024 R, 1024 G, 1024 B) -> HWC images.
+    images = np.ascontiguousarray(data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
+    return images, labels.astype(np.int16)
+
+
+# --- image folders ------------------------------------------------------------
+
+
+def _is_image_name(rel: str) -> bool:
+    base = rel.rsplit("/", 1)[-1]
+    # Skip hidden files (macOS "._x.jpg" resource forks, ".DS_Store").
+    return not base.startswith(".") and base.lower().endswith(IMAGE_EXTENSIONS)
+
+
+def _layout(rel_paths: list[str], where: str) -> tuple[tuple[str, ...], dict[str, list[tuple[int, str]]]]:
+    """Map image paths to splits and labels.
+
+    Returns the class names and, per split (train first), ``(label, path)`` pairs
+    sorted by class then file name. Accepts ``{train,test}/<class>/f`` and
+    ``<class>/f`` (split "train"), either optionally under one top-level folder.
+    """
+    if not rel_paths:
+        raise DataError(
+            f"{where}: no CIFAR-10 batches and no class folders of .png/.jpg images found; {HINT}"
+        )
+    parts = [p.split("/") for p in rel_paths]
+    tops = {p[0] for p in parts}
+    if len(tops) == 1 and not tops & {"train", "test"} and all(len(p) >= 3 for p in parts):
+        parts = [p[1:] for p in parts]  # strip a single wrapping folder
+    if all(len(p) == 3 and p[0] in ("train", "test") for p in parts):
+        keys = [tuple(p) for p in parts]
+    elif all(len(p) == 2 for p in parts):
+        keys = [("train", *p) for p in parts]
+    else:
+        depth = max(len(p) for p in parts)
+        odd = next(r for r, p in zip(rel_paths, parts) if len(p) == depth)
+        raise DataError(
+            f"{where}: unexpected image-folder layout at {odd!r}; expected "
+            f"train/<class>/*.jpg and test/<class>/*.jpg, or <class>/*.jpg; {HINT}"
+        )
+    # Labels from the union of classes, so that train and test agree.
+    class_names = tuple(sorted({k[1] for k in keys}))
+    label = {c: i for i, c in enumerate(class_names)}
+    by_split: dict[str, list[tuple[int, str]]] = {}
+    for (split, cls, _), rel in sorted(zip(keys, rel_paths)):
+        by_split.setdefault(split, []).append((label[cls], rel))
+    # Train first (sorted() put "test" before "train").
+    return class_names, {s: by_split[s] for s in ("train", "test") if s in by_split}
+
+
+def _decode_one(data: bytes, name: str) -> np.ndarray:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            if im.size != (32, 32):
+                raise DataError(
+                    f"{name}: image is {im.size[0]}x{im.size[1]}, expected 32x32; "
+                    "resize the images to 32x32 (CIFAR-10 format)"
+                )
+            if im.mode != "RGB":
+                return np.asarray(im.convert("RGB"))
+            im.load()
+            return np.asarray(im)
+    except DataError:
+        raise
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
+        raise DataError(
+            f"{name}: not a readable image ({type(e).__name__}: {' '.join(str(e).split())}); "
+            "remove or replace the file"
+        ) from None
+
+
+def _decode_piece(items: list[tuple[str, Callable[[], bytes]]]) -> np.ndarray:
+    out = np.empty((len(items), *SHAPE), np.uint8)
+    for i, (name, get) in enumerate(items):
+        out[i] = _decode_one(get(), name)
+    return out
+
+
+def _image_pieces(entries, load: Callable[[str], bytes], display: Callable[[str], str], bar: Progress):
+    """Generator factory: decode ``entries`` [(label, key)] in pieces with a thread pool."""
+
+    def gen():
+        # Small sub-batches per task: per-image Python overhead dominates at 32x32,
+        # so batching into one array per task is what makes the pool worthwhile.
+        sub = 512
+        workers = max(1, min(4, os.cpu_count() or 1))
+        with ThreadPoolExecutor(workers, thread_name_prefix="daskmeans-decode") as pool:
+            for start in range(0, len(entries), PIECE_ROWS):
+                piece = entries[start : start + PIECE_ROWS]
+                jobs = [
+                    [(display(key), (lambda key=key: load(key))) for _, key in piece[s : s + sub]]
+                    for s in range(0, len(piece), sub)
+                ]
+                images = np.concatenate(list(pool.map(_decode_piece, jobs)))
+                labels = np.fromiter((lab for lab, _ in piece), np.int16, len(piece))
+                bar.update(len(piece))
+                yield images, labels
+
+    return gen
+
+
+def _read_image_dir(root: Path, progress: bool) -> SourceData:
+    rel = []
+    for dirpath, dirnames, filenames in os.walk(root, onerror=_raise_walk_error):
+        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+        base = Path(dirpath).relative_to(root).as_posix()
+        for f in filenames:
+            r = f if base == "." else f"{base}/{f}"
+            if _is_image_name(r):
+                rel.append(r)
+    class_names, by_split = _layout(rel, str(root))
+
+    def load(key: str) -> bytes:
+        try:
+            return (root / key).read_bytes()
+        except OSError as e:
+            raise DataError(f"{root / key}: cannot read ({e.strerror or e}); check permissions") from None
+
+    total = sum(len(v) for v in by_split.values())
+    bar = Progress(total, f"decoding images from {root}", progress)
+    return _image_source(class_names, by_split, load, lambda k: str(root / k), bar)
+
+
+def _raise_walk_error(e: OSError):
+    raise DataError(f"{e.filename}: cannot list folder ({e.strerror or e}); check permissions")
+
+
+def _image_source(class_names, by_split, load, display, bar) -> SourceData:
+    splits = {}
+    names = list(by_split)
+    for split, entries in by_split.items():
+        gen = _image_pieces(entries, load, display, bar)
+        if split == names[-1]:
+            gen = _closing(gen, bar)
+        splits[split] = SplitData(len(entries), gen)
+    return SourceData(class_names, splits, "image-folder")
+
+
+def _closing(gen_factory, bar: Progress):
+    def gen():
+        yield from gen_factory()
+        bar.close()
+
+    return gen
+
+
+def _read_tarball(path: Path, progress: bool) -> SourceData:
+    where = str(path)
+    batches: dict[str, bytes] = {}
+    images: dict[str, bytes] = {}
+
+    def want(name: str) -> bool:
+        parts = name.split("/")
+        return (parts[-1] in BATCH_NAMES and len(parts) <= 2) or _is_image_name(name)
+
+    # Stream mode gives no compressed offset, so progress counts unpacked bytes.
+    with Progress(None, f"reading {path.name}", progress, unit="bytes") as bar:
+        for name, data in iter_tar_members(path, want):
+            base = name.rsplit("/", 1)[-1]
+            if base in BATCH_NAMES and name.count("/") <= 1:
+                if base in batches:
+                    raise DataError(f"{where}: two {base} members; not a CIFAR-10 archive")
+                batches[base] = data
+            else:
+                images[name] = data
+            bar.update(len(data))
+    if batches:
+        missing = [n for n in BATCH_NAMES if n not in batches]
+        if missing:
+            raise DataError(
+                f"{where}: incomplete CIFAR-10 archive, missing {', '.join(missing)}; "
+                "download the official cifar-10-python.tar.gz again"
+            )
+        images.clear()
+        return _official_from_blobs(batches, f"{where}:cifar-10-batches-py")
+    class_names, by_split = _layout(list(images), where)
+    total = sum(len(v) for v in by_split.values())
+    bar = Progress(total, f"decoding images from {path.name}", progress)
+
+    def load(key: str) -> bytes:
+        return images[key]
+
+    return _image_source(class_names, by_split, load, lambda k: f"{where}:{k}", bar)
+
+
+# --- keras --------------------------------------------------------------------
+
+
+def _read_keras() -> SourceData:
+    try:
+        # Imported only here: TensorFlow is optional and slow to import.
+        from tensorflow.keras.datasets import cifar10  # type: ignore[import-not-found]
+    except ImportError:
+        raise DataError(
+            "--data keras needs TensorFlow: pip install 'daskmeans[keras]' (or pass --data PATH)"
+        ) from None
+    try:
+        (x_train, y_train), (x_test, y_test) = cifar10.load_data()
+    except Exception as e:  # network errors, corrupted keras cache, ...
+        raise DataError(f"--data keras: keras could not load CIFAR-10 ({' '.join(str(e).split())}); {HINT}") from None
+
+    def split(x, y):
+        x = np.ascontiguousarray(x, dtype=np.uint8)
+        y = np.asarray(y).reshape(-1).astype(np.int16)
+        if x.shape[1:] != SHAPE or len(x) != len(y):
+            raise DataError(f"--data keras: unexpected array shapes {x.shape}, {y.shape}; {HINT}")
+
+        def gen():
+            for s in range(0, len(x), PIECE_ROWS):
+                yield x[s : s + PIECE_ROWS], y[s : s + PIECE_ROWS]
+
+        return SplitData(len(x), gen)
+
+    return SourceData(CIFAR10_CLASSES, {"train": split(x_train, y_train), "test": split(x_test, y_test)}, "keras")
+
+
+_SAFE_STEM = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def source_stem(source) -> str:
+    """Short file-system-safe name for a source, used in the store's folder name."""
+    if source == "keras":
+        return "keras"
+    name = Path(source).name
+    for suffix in sorted(TAR_SUFFIXES, key=len, reverse=True):
+        if name.lower().endswith(suffix):
+            name = name[: -len(suffix)]
+            break
+    return _SAFE_STEM.sub("_", name).strip("._") or "data"

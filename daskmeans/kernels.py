@@ -1,0 +1,291 @@
+"""Pure per-block k-means kernels. No dask here.
+
+Every function takes one block of rows (NumPy, CuPy or any array-API array) plus
+small NumPy inputs (centres, targets) and returns arrays of the block's namespace.
+The orchestration in :mod:`daskmeans.kmeans` maps them across chunks and
+tree-reduces their partial results with :func:`combine`.
+
+Units: ``block`` holds raw values (uint8 pixels 0..255 at rest); ``scale``
+converts them to the centres' units (1/255 for pixels, so centres live in
+[0, 1]). Distances and inertia are returned in the centres' units.
+
+Exact sums: uint8 rows are summed per cluster with a float32 matrix product over
+sub-blocks of at most :data:`MAX_EXACT_ROWS` rows (255 * 65,536 < 2**24, so every
+partial sum is an exactly representable integer), then accumulated in float64
+(exact below 2**53). The sums, hence the centres, are bit-identical whatever the
+chunking, scheduler or worker count.
+"""
+
+from __future__ import annotations
+
+import math
+
+from .backend import namespace
+
+#: Rows per sub-block: bounds temporary memory, and keeps float32 sums of uint8 exact.
+MAX_EXACT_ROWS = 65536
+
+_SMALL_INTS = ("uint8", "int8", "bool")
+
+
+def _dtype_name(xp, dtype) -> str:
+    for name in ("bool", "uint8", "int8", "uint16", "int16", "int32", "int64", "float32", "float64"):
+        if dtype == getattr(xp, name):
+            return name
+    return str(dtype)
+
+
+def work_dtype(xp, dtype):
+    """float64 for float64 data, float32 otherwise (uint8 pixels, float32 features)."""
+    return xp.float64 if dtype == xp.float64 else xp.float32
+
+
+def _flat(block, xp):
+    if block.ndim != 2:
+        block = xp.reshape(block, (block.shape[0], math.prod(block.shape[1:])))
+    return block
+
+
+def _sub_blocks(n: int):
+    step = MAX_EXACT_ROWS
+    return [(s, min(s + step, n)) for s in range(0, n, step)] or [(0, 0)]
+
+
+def distances(block, centers, scale: float = 1.0, metric: str = "l2"):
+    """Distances from each row to each centre.
+
+    Parameters
+    ----------
+    block : array (n, d) or (n, ...) of raw values
+    centers : array-like (k, d), in the centres' units (``raw * scale``)
+    scale : float
+    metric : {"l2", "l1"}
+        "l2" gives squared Euclidean distances (computed with one matrix
+        product); "l1" gives Manhattan distances (the original notebook's
+        assignment rule).
+
+    Returns
+    -------
+    array (n, k) of the work dtype (float32 for uint8 data), in centres' units.
+    """
+    xp = namespace(block)
+    block = _flat(block, xp)
+    wd = work_dtype(xp, block.dtype)
+    x = xp.astype(block, wd)
+    # Work in raw units (no pass over the data to rescale it): c_raw = c / scale.
+    c = xp.asarray(centers, dtype=wd) / scale
+    if metric == "l2":
+        xx = xp.sum(x * x, axis=1)
+        cc = xp.sum(c * c, axis=1)
+        d = xx[:, None] - 2 * (x @ xp.matrix_transpose(c)) + cc[None, :]
+        d = xp.clip(d, min=0.0)  # rounding can make a zero distance slightly negative
+        return d * (scale * scale)
+    if metric == "l1":
+        cols = [xp.sum(xp.abs(x - c[j : j + 1, :]), axis=1) for j in range(c.shape[0])]
+        return xp.stack(cols, axis=1) * scale
+    raise ValueError(f"metric={metric!r} is not one of 'l2', 'l1'")
+
+
+def assign(block, centers, scale: float = 1.0, metric: str = "l2"):
+    """Nearest centre of each row and its distance.
+
+    Returns
+    -------
+    labels : array (n,) int32
+    mindist : array (n,) work dtype
+    """
+    xp = namespace(block)
+    n = block.shape[0]
+    if n == 0:
+        wd = work_dtype(xp, block.dtype)
+        return xp.zeros((0,), dtype=xp.int32), xp.zeros((0,), dtype=wd)
+    labels, mind = [], []
+    for s, e in _sub_blocks(n):
+        d = distances(block[s:e, ...], centers, scale, metric)
+        labels.append(xp.astype(xp.argmin(d, axis=1), xp.int32))
+        mind.append(xp.min(d, axis=1))
+    if len(labels) == 1:
+        return labels[0], mind[0]
+    return xp.concat(labels), xp.concat(mind)
+
+
+def cluster_sums(block, labels, k: int):
+    """Per-cluster sums of the raw rows and per-cluster counts, exactly.
+
+    Returns
+    -------
+    sums : array (k, d) float64, in raw units
+    counts : array (k,) int64
+    """
+    xp = namespace(block)
+    block = _flat(block, xp)
+    n, d = block.shape
+    small_int = _dtype_name(xp, block.dtype) in _SMALL_INTS
+    # float32 products are exact for small integers in sub-blocks of <= 65,536 rows.
+    acc_dtype = xp.float32 if small_int else xp.float64
+    sums = xp.zeros((k, d), dtype=xp.float64)
+    counts = xp.zeros((k,), dtype=xp.int64)
+    ids = xp.arange(k, dtype=labels.dtype)
+    for s, e in _sub_blocks(n):
+        if e <= s:
+            continue
+        member = ids[:, None] == labels[None, s:e]  # (k, rows) one-hot
+        counts = counts + xp.sum(xp.astype(member, xp.int64), axis=1)
+        part = xp.astype(member, acc_dtype) @ xp.astype(block[s:e, :], acc_dtype)
+        sums = sums + xp.astype(part, xp.float64)
+    return sums, counts
+
+
+def lloyd_step(block, centers, old_labels=None, *, scale: float = 1.0, metric: str = "l2"):
+    """One Lloyd iteration on one block: assignment, then partial sums.
+
+    Parameters
+    ----------
+    block : array (n, d) of raw values
+    centers : array-like (k, d) in centres' units
+    old_labels : array (n,) int32 or None
+        This block's labels from the previous iteration (per-chunk state kept
+        on the workers); None on the first iteration (every label counts as
+        changed).
+
+    Returns
+    -------
+    labels : array (n,) int32
+    partial : tuple (sums (k, d) float64 raw units, counts (k,) int64,
+        inertia () float64 in centres' units, changed () int64)
+    """
+    xp = namespace(block)
+    k = len(centers)
+    labels, mind = assign(block, centers, scale, metric)
+    sums, counts = cluster_sums(block, labels, k)
+    inertia = xp.sum(xp.astype(mind, xp.float64))
+    if old_labels is None:
+        changed = xp.asarray(labels.shape[0], dtype=xp.int64)
+    else:
+        changed = xp.sum(xp.astype(labels != old_labels, xp.int64))
+    return labels, (sums, counts, inertia, changed)
+
+
+def assign_step(block, centers, *, scale: float = 1.0, metric: str = "l2"):
+    """Final E-step / predict on one block: labels and partial inertia."""
+    xp = namespace(block)
+    labels, mind = assign(block, centers, scale, metric)
+    return labels, xp.sum(xp.astype(mind, xp.float64))
+
+
+def combine(*parts):
+    """Sum partial results elementwise (tuples of arrays, or arrays)."""
+    first = parts[0]
+    if isinstance(first, tuple):
+        return tuple(combine(*items) for items in zip(*parts))
+    total = first
+    for p in parts[1:]:
+        total = total + p
+    return total
+
+
+def moments(block):
+    """Exact per-feature count, sum and sum of squares of raw values (float64).
+
+    Used for scikit-learn's tolerance: ``tol * mean(var(X, axis=0))``.
+    """
+    xp = namespace(block)
+    block = _flat(block, xp)
+    x = xp.astype(block, xp.float64)
+    return (
+        xp.asarray(block.shape[0], dtype=xp.int64),
+        xp.sum(x, axis=0),
+        xp.sum(x * x, axis=0),
+    )
+
+
+def farthest(block, centers, offset: int, m: int, *, scale: float = 1.0, metric: str = "l2"):
+    """The ``m`` rows of a block farthest from their nearest centre.
+
+    Used to relocate empty clusters (as scikit-learn does). Ties go to the
+    lower row index, so the choice does not depend on the chunking.
+
+    Returns
+    -------
+    tuple (dist (m',) float64, index (m',) int64 global row, rows (m', d) raw,
+    labels (m',) int32), sorted by decreasing distance.
+    """
+    xp = namespace(block)
+    block = _flat(block, xp)
+    labels, mind = assign(block, centers, scale, metric)
+    mind = xp.astype(mind, xp.float64)
+    order = xp.argsort(-mind, stable=True)[:m]
+    idx = xp.astype(order, xp.int64) + offset
+    return mind[order], idx, xp.take(block, order, axis=0), labels[order]
+
+
+def merge_farthest(m: int, *parts):
+    """Merge :func:`farthest` results, keeping the ``m`` farthest (ties: lower index)."""
+    xp = namespace(parts[0][0])
+    dist = xp.concat([p[0] for p in parts])
+    idx = xp.concat([p[1] for p in parts])
+    rows = xp.concat([p[2] for p in parts], axis=0)
+    labs = xp.concat([p[3] for p in parts])
+    # Sort by index first, then stably by distance: ties keep index order.
+    o1 = xp.argsort(idx, stable=True)
+    dist, idx, rows, labs = dist[o1], idx[o1], xp.take(rows, o1, axis=0), labs[o1]
+    o2 = xp.argsort(-dist, stable=True)[:m]
+    return dist[o2], idx[o2], xp.take(rows, o2, axis=0), labs[o2]
+
+
+# -- k-means++ ------------------------------------------------------------------
+
+
+def closest_sq_dist(block, center, *, scale: float = 1.0):
+    """Squared distance of each row to one centre, and their float64 sum."""
+    xp = namespace(block)
+    if block.shape[0] == 0:
+        z = xp.zeros((0,), dtype=work_dtype(xp, block.dtype))
+        return z, xp.asarray(0.0, dtype=xp.float64)
+    d = xp.concat(
+        [distances(block[s:e, ...], center, scale, "l2")[:, 0] for s, e in _sub_blocks(block.shape[0])]
+    )
+    return d, xp.sum(xp.astype(d, xp.float64))
+
+
+def locate(block, closest, targets):
+    """Rows whose running sum of ``closest`` first reaches each target.
+
+    ``np.searchsorted(np.cumsum(closest), targets)`` within one block (targets
+    are already relative to the block's start), clipped to the block.
+
+    Returns
+    -------
+    local : array (t,) int64 row positions; rows : array (t, d) raw values
+    """
+    xp = namespace(block)
+    block = _flat(block, xp)
+    cum = xp.cumulative_sum(xp.astype(closest, xp.float64))
+    t = xp.asarray(targets, dtype=xp.float64)
+    local = xp.searchsorted(cum, t)
+    local = xp.clip(xp.astype(local, xp.int64), max=block.shape[0] - 1)
+    return local, xp.take(block, local, axis=0)
+
+
+def candidate_pots(block, closest, candidates, *, scale: float = 1.0):
+    """For each candidate centre: min(closest, distance to it) per row, and its sum.
+
+    Returns
+    -------
+    mins : array (n, m) work dtype; pots : array (m,) float64
+    """
+    xp = namespace(block)
+    m = len(candidates)
+    if block.shape[0] == 0:
+        return xp.zeros((0, m), dtype=closest.dtype), xp.zeros((m,), dtype=xp.float64)
+    parts = []
+    for s, e in _sub_blocks(block.shape[0]):
+        d = distances(block[s:e, ...], candidates, scale, "l2")
+        parts.append(xp.minimum(d, closest[s:e, None]))
+    mins = parts[0] if len(parts) == 1 else xp.concat(parts, axis=0)
+    return mins, xp.sum(xp.astype(mins, xp.float64), axis=0)
+
+
+def column(a, j: int):
+    """``a[:, j]`` as a task (per-chunk state selection)."""
+    return a[:, j]

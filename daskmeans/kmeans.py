@@ -1,0 +1,610 @@
+"""k-means on chunked Dask arrays: initialisation, the Lloyd loop, prediction.
+
+Orchestration only: the math on one block lives in :mod:`daskmeans.kernels`.
+Each Lloyd iteration maps :func:`~daskmeans.kernels.lloyd_step` over the row
+blocks, keeps each block's labels on the workers (per-chunk state, used to count
+changed labels), tree-reduces the partial sums and counts, and brings only the
+k x d sums, k counts, inertia and changed count to the client: one small compute
+per iteration, and a graph that does not grow across iterations.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import numbers
+import time
+from dataclasses import dataclass, field
+
+import dask
+import dask.array as da
+import numpy as np
+from dask import delayed
+
+from . import config, kernels
+from .backend import namespace, to_numpy
+from .errors import InputError
+
+logger = logging.getLogger("daskmeans")
+
+_METRICS = ("l2", "l1")
+
+
+# -- helpers ------------------------------------------------------------------------
+
+
+def pixel_scale(dtype) -> float:
+    """1/255 for uint8 pixels (centres then live in [0, 1]); 1 for anything else."""
+    return 1.0 / 255.0 if np.dtype(dtype) == np.uint8 else 1.0
+
+
+def as_rows(X, chunk_size: int | None = None) -> da.Array:
+    """``X`` as a 2-D dask array ``(n_samples, n_features)`` chunked by rows only.
+
+    NumPy (or CuPy) arrays are wrapped with ``chunk_size`` rows per chunk; images
+    ``(N, 32, 32, 3)`` are flattened to ``(N, 3072)`` (HWC order).
+    """
+    if not isinstance(X, da.Array):
+        if not hasattr(X, "shape") or not hasattr(X, "dtype"):
+            X = np.asarray(X)
+        rows = int(chunk_size or config.get("chunk-size") or 5000)
+        X = da.from_array(X, chunks=(rows,) + tuple(-1 for _ in X.shape[1:]))
+    if X.ndim < 2:
+        raise InputError(f"X must have shape (n_samples, n_features), got shape {X.shape}; reshape it with X.reshape(-1, 1)")
+    if not (np.issubdtype(X.dtype, np.number) or X.dtype == bool):
+        raise InputError(f"X has dtype {X.dtype}; k-means needs numbers (uint8 pixels or floats)")
+    if any(len(c) > 1 for c in X.chunks[1:]):
+        X = X.rechunk({i: -1 for i in range(1, X.ndim)})
+    if X.ndim > 2:
+        X = X.reshape((X.shape[0], math.prod(X.shape[1:])))
+    if chunk_size and max(X.chunks[0], default=0) > chunk_size:
+        X = X.rechunk({0: chunk_size})
+    return X
+
+
+def _tree(parts, split_every: int, func=kernels.combine, *args):
+    """Reduce Delayed partials ``split_every`` at a time: a tree, not a chain."""
+    split_every = max(2, int(split_every))
+    while len(parts) > 1:
+        parts = [
+            delayed(func, pure=False)(*args, *parts[i : i + split_every])
+            for i in range(0, len(parts), split_every)
+        ]
+    return parts[0]
+
+
+def _host(x):
+    """Bring a (tuple of) small result array(s) to NumPy on the client side."""
+    if isinstance(x, tuple):
+        return tuple(_host(v) for v in x)
+    return to_numpy(x)
+
+
+def _blocks(X: da.Array):
+    return list(X.to_delayed(optimize_graph=True).ravel())
+
+
+def _offsets(X: da.Array) -> np.ndarray:
+    return np.concatenate([[0], np.cumsum(X.chunks[0])]).astype(np.int64)
+
+
+def _labels_array(label_blocks, X: da.Array) -> da.Array:
+    """Per-block label Delayeds (persisted) as one dask array with X's row chunks."""
+    meta = namespace(X._meta).zeros((0,), dtype=np.int32) if X._meta is not None else np.zeros((0,), np.int32)
+    parts = [
+        da.from_delayed(b, shape=(n,), dtype=np.int32, meta=meta)
+        for b, n in zip(label_blocks, X.chunks[0])
+    ]
+    return da.concatenate(parts) if len(parts) > 1 else parts[0]
+
+
+def tolerance(X: da.Array, tol: float, scale: float, split_every: int = 8) -> float:
+    """scikit-learn's tolerance: ``tol * mean(var(X, axis=0))``, from exact sums."""
+    if tol == 0:
+        return 0.0
+    parts = [delayed(kernels.moments)(b) for b in _blocks(X)]
+    n, s, ss = dask.compute(delayed(_host)(_tree(parts, split_every)))[0]
+    n = float(n)
+    mean = s / n
+    var = np.maximum(ss / n - mean * mean, 0.0) * scale * scale
+    return float(np.mean(var) * tol)
+
+
+# -- initialisation -----------------------------------------------------------------
+
+
+def kmeans_plusplus(X: da.Array, n_clusters: int, random_state, *, n_local_trials=None, split_every=8):
+    """Greedy k-means++ on a dask array, the same draws as scikit-learn's.
+
+    Mirrors ``sklearn.cluster.kmeans_plusplus``: the same random numbers are
+    drawn in the same order, so for the same ``random_state`` it picks the same
+    rows (up to floating-point ties). Per-row distances to the chosen centres
+    stay on the workers (per-chunk state); each new centre costs two small
+    computes (locate the sampled rows, then score the candidates).
+
+    Returns
+    -------
+    centers : ndarray (k, d) float64 in centres' units
+    indices : ndarray (k,) int64, the rows chosen
+    """
+    from sklearn.utils import check_random_state
+
+    rng = check_random_state(random_state)
+    n, d = X.shape
+    scale = pixel_scale(X.dtype)
+    blocks = _blocks(X)
+    sizes = np.asarray(X.chunks[0])
+    offsets = _offsets(X)
+    if n_local_trials is None:
+        n_local_trials = 2 + int(np.log(n_clusters))
+
+    centers = np.empty((n_clusters, d), dtype=np.float64)
+    indices = np.full(n_clusters, -1, dtype=np.int64)
+    first = int(rng.choice(n, p=np.full(n, 1.0 / n)))
+    indices[0] = first
+    centers[0] = np.asarray(X[first].compute(), dtype=np.float64).reshape(-1) * scale
+
+    c0 = delayed(centers[:1].copy())
+    outs = [delayed(kernels.closest_sq_dist, nout=2)(b, c0, scale=scale) for b in blocks]
+    closest = [o[0] for o in outs]
+    closest, pots = dask.persist(closest, [delayed(_host)(o[1]) for o in outs])
+    block_pots = np.asarray(dask.compute(*pots), dtype=np.float64)
+    current_pot = block_pots.sum()
+
+    nonempty = np.flatnonzero(sizes > 0)
+    for c in range(1, n_clusters):
+        rand_vals = rng.uniform(size=n_local_trials) * current_pot
+        # Which block holds each target: searchsorted over the running block totals.
+        cum = np.cumsum(block_pots[nonempty])
+        which = nonempty[np.clip(np.searchsorted(cum, rand_vals), None, len(nonempty) - 1)]
+        before = np.concatenate([[0.0], cum])[np.searchsorted(nonempty, which)]
+        located = {}
+        for b in np.unique(which):
+            sel = np.flatnonzero(which == b)
+            located[int(b)] = (sel, delayed(kernels.locate, nout=2)(blocks[b], closest[b], rand_vals[sel] - before[sel]))
+        results = dask.compute({b: delayed(_host)(v[1]) for b, v in located.items()})[0]
+        cand_rows = np.empty((n_local_trials, d), dtype=np.float64)
+        cand_ids = np.empty(n_local_trials, dtype=np.int64)
+        for b, (sel, _) in located.items():
+            local, rows = results[b]
+            cand_ids[sel] = offsets[b] + local
+            cand_rows[sel] = np.asarray(rows, dtype=np.float64).reshape(len(sel), -1) * scale
+
+        cands = delayed(cand_rows)
+        outs = [
+            delayed(kernels.candidate_pots, nout=2)(b, cl, cands, scale=scale)
+            for b, cl in zip(blocks, closest)
+        ]
+        mins, pots = dask.persist([o[0] for o in outs], [delayed(_host)(o[1]) for o in outs])
+        per_block = np.asarray(dask.compute(*pots), dtype=np.float64).reshape(len(blocks), n_local_trials)
+        candidates_pot = per_block.sum(axis=0)
+        best = int(np.argmin(candidates_pot))
+        current_pot = candidates_pot[best]
+        block_pots = per_block[:, best]
+        (closest,) = dask.persist([delayed(kernels.column)(m, best) for m in mins])
+        centers[c] = cand_rows[best]
+        indices[c] = cand_ids[best]
+    return centers, indices
+
+
+def init_centers(X: da.Array, n_clusters: int, init, random_state, split_every=8):
+    """Initial centres in centres' units: 'k-means++', 'random' or an array."""
+    from sklearn.utils import check_random_state
+
+    d = X.shape[1]
+    if isinstance(init, str) and init == "k-means++":
+        return kmeans_plusplus(X, n_clusters, random_state, split_every=split_every)[0]
+    if isinstance(init, str) and init == "random":
+        # As the original notebook: uniform in [0, 1]^d (pixel scale).
+        rng = check_random_state(random_state)
+        return rng.uniform(size=(n_clusters, d))
+    arr = np.asarray(to_numpy(init), dtype=np.float64)
+    return arr.reshape(n_clusters, d)
+
+
+# -- Lloyd ---------------------------------------------------------------------------
+
+
+@dataclass
+class LloydResult:
+    centers: np.ndarray  # (k, d) float64, centres' units
+    labels: da.Array  # (n,) int32, persisted per chunk
+    inertia: float
+    n_iter: int
+    converged: bool
+    strict: bool
+    history: list = field(default_factory=list)
+
+
+def _relocate_empty(blocks, offsets, centers_used, sums, counts, empty, scale, metric, split_every):
+    """scikit-learn's rule: each empty cluster takes the row farthest from its centre.
+
+    The row leaves its old cluster's sums and counts. Rare, so it costs one
+    extra pass only in the iterations where it happens.
+    """
+    m = len(empty)
+    c = delayed(centers_used)
+    parts = [
+        delayed(kernels.farthest)(b, c, int(off), m, scale=scale, metric=metric)
+        for b, off in zip(blocks, offsets[:-1])
+    ]
+    dist, idx, rows, labs = dask.compute(delayed(_host)(_tree(parts, split_every, kernels.merge_farthest, m)))[0]
+    rows = np.asarray(rows, dtype=np.float64).reshape(len(idx), -1)
+    for j, cluster in enumerate(empty[: len(idx)]):
+        old = int(labs[j])
+        sums[old] -= rows[j]
+        counts[old] -= 1
+        sums[cluster] = rows[j]
+        counts[cluster] = 1
+    logger.warning(
+        "%d empty cluster(s) %s relocated to the farthest point(s) %s", m, empty.tolist(), idx.tolist()
+    )
+
+
+def lloyd(
+    X: da.Array,
+    centers: np.ndarray,
+    *,
+    max_iter: int = 300,
+    tol: float = 0.0,
+    metric: str = "l2",
+    split_every: int = 8,
+    on_iteration=None,
+    resume: dict | None = None,
+) -> LloydResult:
+    """Lloyd's algorithm with scikit-learn's convergence rules.
+
+    Stops on strict convergence (no label changed) or when the total squared
+    centre shift is ``<= tol`` (already scaled, see :func:`tolerance`), or after
+    ``max_iter`` iterations; then, unless strictly converged, a final
+    assignment makes the labels match the final centres.
+
+    Parameters
+    ----------
+    on_iteration : callable(state dict) or None
+        Called after every iteration with ``iteration``, ``centers`` (new),
+        ``centers_prev`` (used for that iteration's assignment), ``history``,
+        ``converged``: enough to checkpoint and resume exactly.
+    resume : dict or None
+        A state passed to ``on_iteration`` earlier: the loop continues after
+        its iteration. The previous labels are recomputed from
+        ``centers_prev``, so the result equals an uninterrupted run.
+    """
+    scale = pixel_scale(X.dtype)
+    blocks = _blocks(X)
+    offsets = _offsets(X)
+    k = centers.shape[0]
+    centers = np.asarray(centers, dtype=np.float64)
+    history: list = []
+    old = [None] * len(blocks)
+    start = 0
+    strict = converged = False
+    if resume is not None:
+        start = int(resume["iteration"])
+        history = list(resume["history"])
+        centers = np.asarray(resume["centers"], dtype=np.float64)
+        prev = delayed(np.asarray(resume["centers_prev"], dtype=X_work(X)))
+        (old,) = dask.persist(
+            [delayed(kernels.assign_step, nout=2)(b, prev, scale=scale, metric=metric)[0] for b in blocks]
+        )
+        if resume.get("converged"):
+            start = max_iter  # nothing left but the final assignment
+            strict = bool(resume.get("strict"))
+            converged = True
+
+    labels = old
+    for i in range(start, max_iter):
+        t0 = time.perf_counter()
+        used = centers.astype(X_work(X))
+        c = delayed(used)
+        outs = [
+            delayed(kernels.lloyd_step, nout=2)(b, c, o, scale=scale, metric=metric)
+            for b, o in zip(blocks, old)
+        ]
+        root = delayed(_host)(_tree([o[1] for o in outs], split_every))
+        labels, root = dask.persist([o[0] for o in outs], root)
+        sums, counts, inertia, changed = root.compute()
+        sums = np.array(sums, dtype=np.float64)
+        counts = np.array(counts, dtype=np.int64)
+        empty = np.flatnonzero(counts == 0)
+        if empty.size:
+            _relocate_empty(blocks, offsets, used, sums, counts, empty, scale, metric, split_every)
+        new = centers.copy()
+        nz = counts > 0
+        new[nz] = sums[nz] / counts[nz, None] * scale
+        shift = float(((new - centers) ** 2).sum())
+        changed = int(changed)
+        prev, centers = centers, new
+        seconds = time.perf_counter() - t0
+        history.append(
+            {
+                "iteration": i + 1,
+                "inertia": float(inertia),
+                "shift": shift,
+                "changed": changed,
+                "empty": int(empty.size),
+                "seconds": seconds,
+            }
+        )
+        logger.info(
+            "iter %3d  inertia %.6g  shift %.3g  changed %d  %.2fs", i + 1, float(inertia), shift, changed, seconds
+        )
+        # scikit-learn's order: strict convergence first (labels unchanged), then tol.
+        if i > 0 and changed == 0:
+            strict = converged = True
+        elif shift <= tol:
+            converged = True
+        if on_iteration is not None:
+            on_iteration(
+                {
+                    "iteration": i + 1,
+                    "centers": centers,
+                    "centers_prev": prev,
+                    "history": history,
+                    "converged": converged,
+                    "strict": strict,
+                }
+            )
+        if converged:
+            break
+        old = labels
+
+    n_iter = len(history)
+    if strict:
+        inertia = history[-1]["inertia"]
+    else:
+        labels, inertia = _assign_all(X, centers, metric, split_every)
+    if converged:
+        logger.info("converged after %d iterations (%s)", n_iter, "strict" if strict else "tol")
+    else:
+        logger.info("stopped after max_iter=%d iterations without converging", n_iter)
+    return LloydResult(
+        centers=centers,
+        labels=_labels_array(labels, X),
+        inertia=float(inertia),
+        n_iter=n_iter,
+        converged=converged,
+        strict=strict,
+        history=history,
+    )
+
+
+def X_work(X) -> np.dtype:
+    """The dtype the kernels compute in for ``X`` (float64 only for float64 data)."""
+    return np.float64 if np.dtype(X.dtype) == np.float64 else np.float32
+
+
+def _assign_all(X, centers, metric, split_every):
+    """Labels (persisted per chunk) and total inertia for fixed centres."""
+    scale = pixel_scale(X.dtype)
+    c = delayed(np.asarray(centers, dtype=X_work(X)))
+    outs = [delayed(kernels.assign_step, nout=2)(b, c, scale=scale, metric=metric) for b in _blocks(X)]
+    root = delayed(_host)(_tree([o[1] for o in outs], split_every))
+    labels, root = dask.persist([o[0] for o in outs], root)
+    return labels, float(root.compute())
+
+
+def _predict_block(block, centers, scale, metric):
+    return kernels.assign(block, centers, scale, metric)[0]
+
+
+def predict_labels(X: da.Array, centers: np.ndarray, metric: str = "l2") -> da.Array:
+    """Lazy nearest-centre labels ``(n,)`` int32 with X's row chunks."""
+    scale = pixel_scale(X.dtype)
+    C = da.from_array(np.asarray(centers, dtype=X_work(X)), chunks=-1)
+    meta = namespace(X._meta).zeros((0,), dtype=np.int32)
+    return da.blockwise(
+        _predict_block, "i", X, "ij", C, "kj",
+        scale=scale, metric=metric, dtype=np.int32, concatenate=True, meta=meta,
+    )
+
+
+# -- the estimator ----------------------------------------------------------------------
+
+
+def _check_int(name, value, low, high=None, fix=""):
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise InputError(f"{name}={value!r} must be an integer{fix}")
+    if value < low or (high is not None and value > high):
+        bound = f">= {low}" if high is None else f"between {low} and {high}"
+        raise InputError(f"{name}={value} must be {bound}{fix}")
+
+
+class KMeans:
+    """k-means clustering (Lloyd's algorithm) on chunked Dask arrays.
+
+    scikit-learn's API and semantics (``fit``/``predict``, ``cluster_centers_``,
+    ``labels_``, ``inertia_``, ``n_iter_``, the same convergence rules, k-means++
+    with the same random draws), computed chunk by chunk with a tree reduction
+    so the data never has to fit in memory, on NumPy or CuPy blocks alike.
+
+    Parameters
+    ----------
+    n_clusters : int, default 8
+    init : {"k-means++", "random"} or array (n_clusters, n_features), default "k-means++"
+        "random" draws centres uniformly in [0, 1]^d, as the original notebook.
+    n_init : int, default 1
+        Runs with different initial centres; the lowest inertia wins.
+    max_iter : int, default 300
+    tol : float, default 1e-4
+        Relative tolerance: the run stops when the total squared centre shift
+        is <= ``tol * mean(var(X, axis=0))`` (scikit-learn's rule).
+    metric : {"l2", "l1"}, default "l2"
+        "l1" assigns by Manhattan distance and updates by the mean: the
+        original notebook's variant (not a k-medians).
+    random_state : int, RandomState or None
+    chunk_size : int or None
+        Rows per chunk when NumPy arrays are given (dask arrays keep theirs).
+    persist : bool, default True
+        Keep the (uint8) data in memory (or on the workers) during the fit;
+        False reads chunks from their source in every iteration (out of core).
+    split_every : int, default 8
+        Fan-in of the tree reduction.
+
+    Attributes
+    ----------
+    cluster_centers_ : ndarray (n_clusters, n_features)
+        float32 for uint8/float32 data (pixels scaled to [0, 1]), float64 for float64.
+    labels_ : dask array or ndarray (n_samples,) int32
+        A dask array for dask input, NumPy for NumPy input.
+    inertia_ : float
+        Sum of squared distances to the nearest centre (sum of L1 distances
+        for ``metric="l1"``), in centres' units.
+    n_iter_ : int
+    converged_ : bool
+    history_ : list of dict
+        Per iteration: inertia, shift, changed, empty, seconds.
+    """
+
+    def __init__(
+        self,
+        n_clusters=8,
+        *,
+        init="k-means++",
+        n_init=1,
+        max_iter=300,
+        tol=1e-4,
+        metric="l2",
+        random_state=None,
+        chunk_size=None,
+        persist=True,
+        split_every=None,
+    ):
+        self.n_clusters = n_clusters
+        self.init = init
+        self.n_init = n_init
+        self.max_iter = max_iter
+        self.tol = tol
+        self.metric = metric
+        self.random_state = random_state
+        self.chunk_size = chunk_size
+        self.persist = persist
+        self.split_every = split_every
+
+    # sklearn-style introspection, without requiring BaseEstimator
+    def get_params(self, deep=True):
+        return {
+            k: getattr(self, k)
+            for k in ("n_clusters", "init", "n_init", "max_iter", "tol", "metric",
+                      "random_state", "chunk_size", "persist", "split_every")
+        }
+
+    def set_params(self, **params):
+        for k, v in params.items():
+            setattr(self, k, v)
+        return self
+
+    def __repr__(self):
+        changed = {k: v for k, v in self.get_params().items() if not _same(v, _DEFAULTS.get(k))}
+        args = ", ".join(f"{k}={v!r}" for k, v in changed.items())
+        return f"KMeans({args})"
+
+    def _validate(self, X: da.Array):
+        n, d = X.shape
+        _check_int("n_clusters", self.n_clusters, 1, None)
+        if self.n_clusters > n:
+            raise InputError(
+                f"n_samples={n} should be >= n_clusters={self.n_clusters}; use fewer clusters or more images"
+            )
+        _check_int("max_iter", self.max_iter, 1, fix="; pass --max-iter 1 or more")
+        _check_int("n_init", self.n_init, 1)
+        if not isinstance(self.tol, numbers.Real) or not math.isfinite(self.tol) or self.tol < 0:
+            raise InputError(f"tol={self.tol!r} must be a finite number >= 0; pass e.g. --tol 1e-4 (0 = until no label changes)")
+        if self.metric not in _METRICS:
+            raise InputError(f"metric={self.metric!r} is not one of {', '.join(_METRICS)}")
+        if isinstance(self.init, str):
+            if self.init not in ("k-means++", "random"):
+                raise InputError(f"init={self.init!r} is not 'k-means++', 'random' or an array of centres")
+        else:
+            arr = np.asarray(to_numpy(self.init))
+            if arr.shape != (self.n_clusters, d):
+                if arr.ndim >= 2 and arr.shape[0] == self.n_clusters and math.prod(arr.shape[1:]) == d:
+                    pass
+                else:
+                    raise InputError(
+                        f"init has shape {arr.shape}, expected ({self.n_clusters}, {d}) "
+                        f"(n_clusters x n_features); save centres of that shape or use init='k-means++'"
+                    )
+            if not np.issubdtype(arr.dtype, np.number) or not np.all(np.isfinite(arr)):
+                raise InputError("init contains NaN or infinite values; pass finite centres")
+            if self.n_init != 1:
+                logger.warning("n_init=%d ignored: explicit initial centres give one run", self.n_init)
+
+    def fit(self, X, y=None, *, on_iteration=None, resume=None):
+        """Cluster ``X`` (n_samples, n_features) or images (n, h, w, c).
+
+        ``on_iteration``/``resume``: see :func:`lloyd` (checkpointing).
+        """
+        from sklearn.utils import check_random_state
+
+        was_dask = isinstance(X, da.Array)
+        Xd = as_rows(X, self.chunk_size)
+        self._validate(Xd)
+        if self.persist:
+            Xd = Xd.persist()
+        split_every = int(self.split_every or config.get("kmeans.split-every") or 8)
+        scale = pixel_scale(Xd.dtype)
+        tol = tolerance(Xd, float(self.tol), scale, split_every)
+        rng = check_random_state(self.random_state)
+        n_runs = self.n_init if isinstance(self.init, str) else 1
+        best = None
+        t0 = time.perf_counter()
+        for run in range(n_runs):
+            if resume is not None:
+                centers0 = np.asarray(resume["init"], dtype=np.float64)
+            else:
+                centers0 = init_centers(Xd, self.n_clusters, self.init, rng, split_every)
+            self.init_centers_ = centers0
+            result = lloyd(
+                Xd,
+                centers0,
+                max_iter=self.max_iter,
+                tol=tol,
+                metric=self.metric,
+                split_every=split_every,
+                on_iteration=(lambda s, c0=centers0: on_iteration({**s, "init": c0})) if on_iteration else None,
+                resume=resume,
+            )
+            resume = None
+            if n_runs > 1:
+                logger.info("run %d/%d: inertia %.6g", run + 1, n_runs, result.inertia)
+            if best is None or result.inertia < best.inertia:
+                best = result
+        self.fit_seconds_ = time.perf_counter() - t0
+        self.tol_ = tol
+        self.cluster_centers_ = best.centers.astype(X_work(Xd))
+        self.labels_ = best.labels if was_dask else to_numpy(best.labels.compute())
+        self.inertia_ = best.inertia
+        self.n_iter_ = best.n_iter
+        self.converged_ = best.converged
+        self.history_ = best.history
+        self.n_features_in_ = Xd.shape[1]
+        return self
+
+    def _check_fitted(self):
+        if not hasattr(self, "cluster_centers_"):
+            raise InputError("this KMeans instance is not fitted yet; call fit(X) first")
+
+    def predict(self, X):
+        """Nearest learned centre of each row: dask array in, dask array out (lazy)."""
+        self._check_fitted()
+        was_dask = isinstance(X, da.Array)
+        Xd = as_rows(X, self.chunk_size)
+        if Xd.shape[1] != self.n_features_in_:
+            raise InputError(
+                f"X has {Xd.shape[1]} features but this KMeans was fitted with {self.n_features_in_}"
+            )
+        labels = predict_labels(Xd, self.cluster_centers_, self.metric)
+        return labels if was_dask else to_numpy(labels.compute())
+
+    def fit_predict(self, X, y=None):
+        return self.fit(X).labels_
+
+
+_DEFAULTS = KMeans().get_params()
+
+
+def _same(a, b):
+    if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
+        return False
+    return a == b

@@ -1,0 +1,214 @@
+"""The main job: load CIFAR-10, cluster it, evaluate against the labels, write the run.
+
+Used by ``daskmeans run`` and by scheduled jobs; a notebook can call
+:func:`run` with the same settings.
+"""
+
+from __future__ import annotations
+
+import logging
+import platform
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from . import __version__, config
+from .backend import resolve as resolve_backend
+from .backend import to_backend, to_numpy
+from .errors import InputError
+
+logger = logging.getLogger("daskmeans")
+
+SPLITS = ("train", "test", "all")
+
+
+@dataclass
+class Settings:
+    """Everything a run needs; the command line's options, one to one."""
+
+    data: str | None = None
+    split: str = "train"
+    subset: int | None = None
+    k: int = 10
+    init: str = "k-means++"
+    seed: int = 0
+    max_iter: int = 300
+    tol: float = 1e-4
+    metric: str = "l2"
+    chunk_size: int | None = None
+    scheduler: str = "threads"
+    out: str | None = None
+    overwrite: bool = False
+    backend: str = "auto"
+    persist: bool = True
+    n_init: int = 1
+    n_workers: int | None = None
+
+    def validate(self) -> None:
+        """Check every option before any data is read (values + fixes in messages)."""
+        from .cluster import check_scheduler
+        from .kmeans import _METRICS
+
+        if self.split not in SPLITS:
+            raise InputError(f"--split {self.split!r} is not one of {', '.join(SPLITS)}")
+        if self.k < 1:
+            raise InputError(f"-k {self.k}: the number of clusters must be >= 1")
+        if self.subset is not None and self.subset < 1:
+            raise InputError(f"--subset {self.subset}: must be >= 1 (or leave it out for the whole split)")
+        if self.max_iter < 1:
+            raise InputError(f"--max-iter {self.max_iter}: must be >= 1")
+        if not np.isfinite(self.tol) or self.tol < 0:
+            raise InputError(f"--tol {self.tol}: must be a finite number >= 0 (0 = until no label changes)")
+        if self.metric not in _METRICS:
+            raise InputError(f"--metric {self.metric!r} is not one of {', '.join(_METRICS)}")
+        if self.chunk_size is not None and self.chunk_size < 1:
+            raise InputError(f"--chunk-size {self.chunk_size}: must be >= 1 row")
+        if self.n_init < 1:
+            raise InputError(f"--n-init {self.n_init}: must be >= 1")
+        if self.init not in ("k-means++", "random") and not self.init.endswith(".npy"):
+            raise InputError(f"--init {self.init!r} is not k-means++, random or a .npy file of centres")
+        check_scheduler(self.scheduler)
+        if self.seed < 0:
+            raise InputError(f"--seed {self.seed}: must be >= 0")
+
+
+def load_init(path: str, k: int, d: int) -> np.ndarray:
+    """Initial centres from a ``.npy`` file: (k, d) or (k, 32, 32, 3), finite, pixel scale [0, 1]."""
+    p = Path(path).expanduser()
+    try:
+        arr = np.load(p, allow_pickle=False)
+    except FileNotFoundError:
+        raise InputError(f"--init {path}: no such file; pass a .npy array of shape ({k}, {d})") from None
+    except (OSError, ValueError) as e:
+        raise InputError(f"--init {path}: not a readable .npy array ({e}); save one with numpy.save") from None
+    if arr.ndim < 2 or arr.shape[0] != k or int(np.prod(arr.shape[1:])) != d:
+        raise InputError(f"--init {path}: shape {arr.shape}, expected ({k}, {d}) for -k {k}; save centres of that shape")
+    if not np.issubdtype(arr.dtype, np.number):
+        raise InputError(f"--init {path}: dtype {arr.dtype} is not numeric")
+    if not np.all(np.isfinite(arr)):
+        raise InputError(f"--init {path}: contains NaN or infinite values; pass finite centres in [0, 1]")
+    return arr.reshape(k, d).astype(np.float64)
+
+
+def run(settings: Settings, *, out_dir=None, on_iteration=None, resume=None) -> dict:
+    """Run the whole job and write its folder. Returns the report dict.
+
+    ``out_dir``: an :class:`~daskmeans.outputs.OutputDir` already prepared
+    (jobs prepare their own); by default one is made from ``settings.out``.
+    """
+    from .data import load_cifar10
+    from .cluster import scheduler
+    from .kmeans import KMeans
+    from .metrics import contingency, scores
+    from .outputs import OutputDir, default_out
+
+    settings.validate()
+    t_start = time.perf_counter()
+    own_out = out_dir is None
+    if own_out:
+        out_dir = OutputDir(settings.out or default_out(), overwrite=settings.overwrite)
+    try:
+        ds = load_cifar10(settings.data, split=settings.split, chunk_size=settings.chunk_size)
+        if settings.subset is not None:
+            ds = ds.subset(settings.subset, settings.seed)
+        n = ds.n_samples
+        if settings.k > n:
+            raise InputError(f"-k {settings.k} is larger than the number of images ({n}); use -k {n} or fewer")
+        X = ds.flat()
+        d = X.shape[1]
+        init = load_init(settings.init, settings.k, d) if settings.init.endswith(".npy") else settings.init
+        backend = resolve_backend(settings.backend)
+        logger.info(
+            "%d images (%s split%s) from %s, chunks of %d rows, backend %s",
+            n, ds.split, f", subset of {settings.subset}" if settings.subset else "",
+            ds.source, X.chunks[0][0], backend,
+        )
+        with scheduler(settings.scheduler, n_workers=settings.n_workers) as sched:
+            Xb = to_backend(X, backend)
+            km = KMeans(
+                settings.k,
+                init=init,
+                n_init=settings.n_init,
+                max_iter=settings.max_iter,
+                tol=settings.tol,
+                metric=settings.metric,
+                random_state=settings.seed,
+                persist=settings.persist,
+            )
+            km.fit(Xb, on_iteration=on_iteration, resume=resume)
+            classes = to_backend(ds.labels, backend)
+            table = contingency(km.labels_, classes, settings.k, len(ds.class_names))
+            labels = to_numpy(km.labels_.compute()).astype(np.int32)
+            sched_info = {k: v for k, v in sched.items() if k != "client"}
+        metrics = scores(table)
+        report = {
+            "daskmeans_version": __version__,
+            "settings": asdict(settings),
+            "backend": backend,
+            "scheduler": sched_info,
+            "data": ds.describe(),
+            "n_samples": n,
+            "n_features": d,
+            "k": settings.k,
+            "n_iter": km.n_iter_,
+            "converged": km.converged_,
+            "tol_scaled": km.tol_,
+            "inertia": km.inertia_,
+            "purity": metrics["purity"],
+            "metrics": metrics,
+            "cluster_sizes": metrics["cluster_sizes"],
+            "contingency": table,
+            "class_names": list(ds.class_names),
+            "history": km.history_,
+            "fit_seconds": km.fit_seconds_,
+            "seconds": time.perf_counter() - t_start,
+            "python": platform.python_version(),
+        }
+        out_dir.write_npy("centroids.npy", km.cluster_centers_.astype(np.float32))
+        out_dir.write_npy("labels.npy", labels)
+        out_dir.write_json("report.json", report)
+        _write_extras(out_dir, report, km, ds)
+        if own_out:
+            report["out"] = str(out_dir.commit())
+        return report
+    except BaseException:
+        if own_out:
+            out_dir.abort()
+        raise
+
+
+def _write_extras(out_dir, report, km, ds) -> None:
+    """Pictures and HTML, where the report module provides them."""
+    try:
+        from . import report as report_mod
+    except ImportError:
+        return
+    write = getattr(report_mod, "write_extras", None)
+    if write is not None:
+        write(out_dir.path, report, km, ds)
+
+
+def format_summary(report: dict) -> str:
+    """The per-cluster table and the headline figures, as printed by ``daskmeans run``."""
+    names = report["class_names"]
+    table = np.asarray(report["contingency"])
+    lines = [f"{'cluster':>7}  {'size':>7}  {'majority class':<14}  {'share':>6}"]
+    for j, row in enumerate(table):
+        size = int(row.sum())
+        if size:
+            c = int(row.argmax())
+            lines.append(f"{j:>7}  {size:>7}  {names[c]:<14}  {row[c] / size:>6.1%}")
+        else:
+            lines.append(f"{j:>7}  {0:>7}  {'(empty)':<14}  {'-':>6}")
+    m = report["metrics"]
+    lines.append("")
+    lines.append(
+        f"purity {report['purity']:.4f}   NMI {m.get('nmi', float('nan')):.4f}   ARI {m.get('ari', float('nan')):.4f}   "
+        f"iterations {report['n_iter']} ({'converged' if report['converged'] else 'max-iter reached'})   "
+        f"inertia {report['inertia']:.6g}   time {report['seconds']:.1f} s"
+    )
+    if "out" in report:
+        lines.append(f"wrote {report['out']}")
+    return "\n".join(lines)

@@ -1,0 +1,34 @@
+"""Shared fixtures."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+#: The real CIFAR-10 images (an image-folder tarball), next to the repository.
+REAL_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "cifar10-images.tar.gz"
+
+
+@pytest.fixture(scope="session")
+def real_data() -> Path:
+    """Path of ``../shared/data/cifar10-images.tar.gz``; skips the test if it is absent."""
+    if not REAL_DATA.is_file():
+        pytest.skip(f"real CIFAR-10 data not found at {REAL_DATA} (see ../shared/data/README.md)")
+    return REAL_DATA
+
+
+@pytest.fixture(scope="session")
+def cifar_store(real_data, tmp_path_factory) -> Path:
+    """Store path of the real data, ingested once per session into a temporary cache.
+
+    The ingest time is printed (``pytest -s`` shows it).
+    """
+    from daskmeans.data import ingest
+
+    cache = tmp_path_factory.mktemp("cifar-cache")
+    t0 = time.perf_counter()
+    store = ingest(real_data, cache_dir=cache, progress=False)
+    print(f"\n[cifar_store] ingested {real_data.name} in {time.perf_counter() - t0:.1f} s -> {store}")
+    return store
