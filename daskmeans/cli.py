@@ -46,6 +46,12 @@ def add_run_options(p: argparse.ArgumentParser, *, defaults: bool = True) -> Non
                    help="stop when the total squared centre shift <= T * mean pixel variance (default 1e-4)")
     g.add_argument("--metric", default="l2", choices=["l2", "l1"],
                    help="l2 (default) or l1 (the original notebook's Manhattan assignment, mean update)")
+    g = p.add_argument_group("evaluation")
+    g.add_argument("--eval-split", choices=["train", "test", "all"], metavar="train|test|all",
+                   help="also assign this split to the trained centres and score it with the training mapping "
+                   "(e.g. test)")
+    g.add_argument("--compare", choices=["sklearn"], metavar="sklearn",
+                   help="also run sklearn.cluster.KMeans on the same data and initial centres; both in the report")
     g = p.add_argument_group("where it runs")
     g.add_argument("--scheduler", default="threads", metavar="threads|local|tcp://HOST:PORT",
                    help="threads (default, no cluster), local (a LocalCluster started and closed by the run) "
@@ -72,7 +78,7 @@ def cmd_run(args) -> int:
 
     report = run(_settings_from(args))
     if args.json:
-        print(json.dumps({k: report[k] for k in ("out", "n_samples", "k", "n_iter", "converged", "inertia", "purity", "metrics", "cluster_sizes")}, default=str))
+        print(json.dumps({k: report.get(k) for k in ("out", "n_samples", "k", "n_iter", "converged", "inertia", "purity", "metrics", "cluster_sizes", "eval", "compare")}, default=str))
     else:
         print(format_summary(report))
     return 0

@@ -46,9 +46,34 @@ def _flat(block, xp):
     return block
 
 
-def _sub_blocks(n: int):
-    step = MAX_EXACT_ROWS
+def _step_rows(xp) -> int:
+    """Rows per sub-block: cache-sized on CPUs, large on GPUs (fewer kernel launches)."""
+    return MAX_EXACT_ROWS if "cupy" in getattr(xp, "__name__", "") else 1024
+
+
+def _sub_blocks(n: int, xp=None):
+    # Never more than MAX_EXACT_ROWS: that keeps float32 sums of uint8 exact.
+    step = MAX_EXACT_ROWS if xp is None else min(_step_rows(xp), MAX_EXACT_ROWS)
     return [(s, min(s + step, n)) for s in range(0, n, step)] or [(0, 0)]
+
+
+def _centers_raw(xp, centers, wd, scale):
+    # Work in raw units (no pass over the data to rescale it): c_raw = c / scale.
+    return xp.asarray(centers, dtype=wd) / scale
+
+
+def _dist_w(xp, x, c, scale: float, metric: str):
+    """Distances between work-dtype rows ``x`` (raw units) and raw centres ``c``."""
+    if metric == "l2":
+        xx = xp.vecdot(x, x)
+        cc = xp.vecdot(c, c)
+        d = xx[:, None] - 2 * (x @ xp.matrix_transpose(c)) + cc[None, :]
+        d = xp.clip(d, min=0.0)  # rounding can make a zero distance slightly negative
+        return d * (scale * scale)
+    if metric == "l1":
+        cols = [xp.sum(xp.abs(x - c[j : j + 1, :]), axis=1) for j in range(c.shape[0])]
+        return xp.stack(cols, axis=1) * scale
+    raise ValueError(f"metric={metric!r} is not one of 'l2', 'l1'")
 
 
 def distances(block, centers, scale: float = 1.0, metric: str = "l2"):
@@ -71,19 +96,45 @@ def distances(block, centers, scale: float = 1.0, metric: str = "l2"):
     xp = namespace(block)
     block = _flat(block, xp)
     wd = work_dtype(xp, block.dtype)
-    x = xp.astype(block, wd)
-    # Work in raw units (no pass over the data to rescale it): c_raw = c / scale.
-    c = xp.asarray(centers, dtype=wd) / scale
-    if metric == "l2":
-        xx = xp.sum(x * x, axis=1)
-        cc = xp.sum(c * c, axis=1)
-        d = xx[:, None] - 2 * (x @ xp.matrix_transpose(c)) + cc[None, :]
-        d = xp.clip(d, min=0.0)  # rounding can make a zero distance slightly negative
-        return d * (scale * scale)
-    if metric == "l1":
-        cols = [xp.sum(xp.abs(x - c[j : j + 1, :]), axis=1) for j in range(c.shape[0])]
-        return xp.stack(cols, axis=1) * scale
-    raise ValueError(f"metric={metric!r} is not one of 'l2', 'l1'")
+    return _dist_w(xp, xp.astype(block, wd), _centers_raw(xp, centers, wd, scale), scale, metric)
+
+
+def _scan(block, centers, scale, metric, k_sums=None):
+    """One pass over a block in cache-sized sub-blocks: convert each once, then
+    nearest centre, its distance and (optionally) exact per-cluster sums."""
+    xp = namespace(block)
+    block = _flat(block, xp)
+    n, d = block.shape
+    wd = work_dtype(xp, block.dtype)
+    c = _centers_raw(xp, centers, wd, scale)
+    small_int = _dtype_name(xp, block.dtype) in _SMALL_INTS
+    labels, mind = [], []
+    sums = counts = None
+    if k_sums is not None:
+        sums = xp.zeros((k_sums, d), dtype=xp.float64)
+        counts = xp.zeros((k_sums,), dtype=xp.int64)
+        ids = xp.arange(k_sums, dtype=xp.int32)
+    for s, e in _sub_blocks(n, xp):
+        if e <= s:
+            continue
+        x = xp.astype(block[s:e, :], wd)
+        dist = _dist_w(xp, x, c, scale, metric)
+        lab = xp.astype(xp.argmin(dist, axis=1), xp.int32)
+        labels.append(lab)
+        mind.append(xp.min(dist, axis=1))
+        if k_sums is not None:
+            member = ids[:, None] == lab[None, :]  # (k, rows) one-hot
+            counts = counts + xp.sum(xp.astype(member, xp.int64), axis=1)
+            if small_int:  # float32 products of small ints: exact (see module doc)
+                part = xp.astype(member, wd) @ x
+            else:
+                part = xp.astype(member, xp.float64) @ xp.astype(x, xp.float64)
+            sums = sums + xp.astype(part, xp.float64)
+    if not labels:
+        labels, mind = [xp.zeros((0,), dtype=xp.int32)], [xp.zeros((0,), dtype=wd)]
+    lab = labels[0] if len(labels) == 1 else xp.concat(labels)
+    md = mind[0] if len(mind) == 1 else xp.concat(mind)
+    return lab, md, sums, counts
 
 
 def assign(block, centers, scale: float = 1.0, metric: str = "l2"):
@@ -94,46 +145,8 @@ def assign(block, centers, scale: float = 1.0, metric: str = "l2"):
     labels : array (n,) int32
     mindist : array (n,) work dtype
     """
-    xp = namespace(block)
-    n = block.shape[0]
-    if n == 0:
-        wd = work_dtype(xp, block.dtype)
-        return xp.zeros((0,), dtype=xp.int32), xp.zeros((0,), dtype=wd)
-    labels, mind = [], []
-    for s, e in _sub_blocks(n):
-        d = distances(block[s:e, ...], centers, scale, metric)
-        labels.append(xp.astype(xp.argmin(d, axis=1), xp.int32))
-        mind.append(xp.min(d, axis=1))
-    if len(labels) == 1:
-        return labels[0], mind[0]
-    return xp.concat(labels), xp.concat(mind)
-
-
-def cluster_sums(block, labels, k: int):
-    """Per-cluster sums of the raw rows and per-cluster counts, exactly.
-
-    Returns
-    -------
-    sums : array (k, d) float64, in raw units
-    counts : array (k,) int64
-    """
-    xp = namespace(block)
-    block = _flat(block, xp)
-    n, d = block.shape
-    small_int = _dtype_name(xp, block.dtype) in _SMALL_INTS
-    # float32 products are exact for small integers in sub-blocks of <= 65,536 rows.
-    acc_dtype = xp.float32 if small_int else xp.float64
-    sums = xp.zeros((k, d), dtype=xp.float64)
-    counts = xp.zeros((k,), dtype=xp.int64)
-    ids = xp.arange(k, dtype=labels.dtype)
-    for s, e in _sub_blocks(n):
-        if e <= s:
-            continue
-        member = ids[:, None] == labels[None, s:e]  # (k, rows) one-hot
-        counts = counts + xp.sum(xp.astype(member, xp.int64), axis=1)
-        part = xp.astype(member, acc_dtype) @ xp.astype(block[s:e, :], acc_dtype)
-        sums = sums + xp.astype(part, xp.float64)
-    return sums, counts
+    labels, mind, _, _ = _scan(block, centers, scale, metric)
+    return labels, mind
 
 
 def lloyd_step(block, centers, old_labels=None, *, scale: float = 1.0, metric: str = "l2"):
@@ -155,9 +168,7 @@ def lloyd_step(block, centers, old_labels=None, *, scale: float = 1.0, metric: s
         inertia () float64 in centres' units, changed () int64)
     """
     xp = namespace(block)
-    k = len(centers)
-    labels, mind = assign(block, centers, scale, metric)
-    sums, counts = cluster_sums(block, labels, k)
+    labels, mind, sums, counts = _scan(block, centers, scale, metric, k_sums=len(centers))
     inertia = xp.sum(xp.astype(mind, xp.float64))
     if old_labels is None:
         changed = xp.asarray(labels.shape[0], dtype=xp.int64)
@@ -243,7 +254,7 @@ def closest_sq_dist(block, center, *, scale: float = 1.0):
         z = xp.zeros((0,), dtype=work_dtype(xp, block.dtype))
         return z, xp.asarray(0.0, dtype=xp.float64)
     d = xp.concat(
-        [distances(block[s:e, ...], center, scale, "l2")[:, 0] for s, e in _sub_blocks(block.shape[0])]
+        [distances(block[s:e, ...], center, scale, "l2")[:, 0] for s, e in _sub_blocks(block.shape[0], xp)]
     )
     return d, xp.sum(xp.astype(d, xp.float64))
 
@@ -279,7 +290,7 @@ def candidate_pots(block, closest, candidates, *, scale: float = 1.0):
     if block.shape[0] == 0:
         return xp.zeros((0, m), dtype=closest.dtype), xp.zeros((m,), dtype=xp.float64)
     parts = []
-    for s, e in _sub_blocks(block.shape[0]):
+    for s, e in _sub_blocks(block.shape[0], xp):
         d = distances(block[s:e, ...], candidates, scale, "l2")
         parts.append(xp.minimum(d, closest[s:e, None]))
     mins = parts[0] if len(parts) == 1 else xp.concat(parts, axis=0)

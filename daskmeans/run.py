@@ -45,6 +45,8 @@ class Settings:
     persist: bool = True
     n_init: int = 1
     n_workers: int | None = None
+    eval_split: str | None = None
+    compare: str | None = None
 
     def validate(self) -> None:
         """Check every option before any data is read (values + fixes in messages)."""
@@ -70,6 +72,12 @@ class Settings:
         if self.init not in ("k-means++", "random") and not self.init.endswith(".npy"):
             raise InputError(f"--init {self.init!r} is not k-means++, random or a .npy file of centres")
         check_scheduler(self.scheduler)
+        if self.eval_split is not None and self.eval_split not in SPLITS:
+            raise InputError(f"--eval-split {self.eval_split!r} is not one of {', '.join(SPLITS)}")
+        if self.compare not in (None, "sklearn"):
+            raise InputError(f"--compare {self.compare!r}: only 'sklearn' is supported")
+        if self.compare and self.metric != "l2":
+            raise InputError("--compare sklearn needs --metric l2 (scikit-learn's KMeans is Euclidean only)")
         if self.seed < 0:
             raise InputError(f"--seed {self.seed}: must be >= 0")
 
@@ -113,6 +121,9 @@ def run(settings: Settings, *, out_dir=None, on_iteration=None, resume=None) -> 
         ds = load_cifar10(settings.data, split=settings.split, chunk_size=settings.chunk_size)
         if settings.subset is not None:
             ds = ds.subset(settings.subset, settings.seed)
+        eval_ds = None
+        if settings.eval_split:  # opened (lazily) now, so a missing split fails before the fit
+            eval_ds = load_cifar10(settings.data, split=settings.eval_split, chunk_size=settings.chunk_size)
         n = ds.n_samples
         if settings.k > n:
             raise InputError(f"-k {settings.k} is larger than the number of images ({n}); use -k {n} or fewer")
@@ -142,6 +153,19 @@ def run(settings: Settings, *, out_dir=None, on_iteration=None, resume=None) -> 
             table = contingency(km.labels_, classes, settings.k, len(ds.class_names))
             labels = to_numpy(km.labels_.compute()).astype(np.int32)
             sched_info = {k: v for k, v in sched.items() if k != "client"}
+            from .report import BASELINE
+
+            heldout = comparison = None
+            if eval_ds is not None:
+                from .predict import apply_centroids
+
+                eval_labels, heldout = apply_centroids(
+                    eval_ds, km.cluster_centers_, metric=settings.metric, backend=backend, train_table=table
+                )
+            if settings.compare == "sklearn":
+                from .report import compare_sklearn
+
+                comparison = compare_sklearn(X, km, ds.labels, len(ds.class_names), labels, settings)
         metrics = scores(table)
         report = {
             "daskmeans_version": __version__,
@@ -165,9 +189,14 @@ def run(settings: Settings, *, out_dir=None, on_iteration=None, resume=None) -> 
             "fit_seconds": km.fit_seconds_,
             "seconds": time.perf_counter() - t_start,
             "python": platform.python_version(),
+            "eval": heldout,
+            "compare": comparison,
+            "baseline": BASELINE,
         }
         out_dir.write_npy("centroids.npy", km.cluster_centers_.astype(np.float32))
         out_dir.write_npy("labels.npy", labels)
+        if heldout is not None:
+            out_dir.write_npy(f"labels-{settings.eval_split}.npy", eval_labels)
         out_dir.write_json("report.json", report)
         _write_extras(out_dir, report, km, ds)
         if own_out:
@@ -209,6 +238,9 @@ def format_summary(report: dict) -> str:
         f"iterations {report['n_iter']} ({'converged' if report['converged'] else 'max-iter reached'})   "
         f"inertia {report['inertia']:.6g}   time {report['seconds']:.1f} s"
     )
+    from .report import summary_lines
+
+    lines.extend(summary_lines(report))
     if "out" in report:
         lines.append(f"wrote {report['out']}")
     return "\n".join(lines)

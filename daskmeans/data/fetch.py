@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import secrets
@@ -81,15 +82,30 @@ class Progress:
         self._draw("\r" if self._tty else "", end=f" in {elapsed:.1f} s\n")
         self.enabled = False
 
+    def abort(self) -> None:
+        """Stop drawing; end a partial line so that an error message starts on its own line."""
+        if self.enabled and self._tty and self._last:
+            sys.stderr.write("\n")
+        self.enabled = False
+        self._tty = False
+
+    @contextlib.contextmanager
+    def aborting(self):
+        """Context manager: :meth:`abort` if the block raises (the bar stays open otherwise)."""
+        try:
+            yield self
+        except BaseException:
+            self.abort()
+            raise
+
     def __enter__(self):
         return self
 
     def __exit__(self, *exc):
         if exc[0] is None:
             self.close()
-        elif self._tty:
-            sys.stderr.write("\n")  # leave the partial line; the error goes on its own line
-        self.enabled = False
+        else:
+            self.abort()
 
 
 def search_places(cache_dir: Path) -> list[tuple[str, Path | None]]:
@@ -111,14 +127,14 @@ def search_places(cache_dir: Path) -> list[tuple[str, Path | None]]:
     ]
 
 
-def _check_path(data) -> Path | str:
+def _check_path(data, label: str = "--data ") -> Path | str:
     if str(data) == "keras":
         return "keras"
     path = Path(os.fspath(data)).expanduser()
     if not path.exists():
-        raise DataError(f"--data {data}: no such file or folder; {HINT}")
+        raise DataError(f"{label}{data}: no such file or folder; {HINT}")
     if not os.access(path, os.R_OK) or (path.is_dir() and not os.access(path, os.X_OK)):
-        raise DataError(f"--data {data}: permission denied; make it readable or {HINT}")
+        raise DataError(f"{label}{data}: permission denied; make it readable or {HINT}")
     return path.resolve()
 
 
@@ -155,7 +171,7 @@ def resolve_source(data=None, progress: bool = True, cache_dir=None) -> Path | s
         if path is None:
             continue
         if label == "$DASKMEANS_DATA":
-            return _check_path(os.environ["DASKMEANS_DATA"])
+            return _check_path(os.environ["DASKMEANS_DATA"], label="DASKMEANS_DATA=")
         if path.exists():
             return path.resolve()
     searched = ", ".join(

@@ -9,7 +9,10 @@ refused outright.
 
 from __future__ import annotations
 
+import bz2
+import gzip
 import io
+import lzma
 import pickle
 import posixpath
 import tarfile
@@ -179,8 +182,8 @@ def iter_tar_members(path, want=None):
     """
     archive = str(path)
     try:
-        # "r|*": streaming mode, one pass, any compression; no random access needed.
-        with tarfile.open(archive, mode="r|*") as tf:
+        with _decompressed(archive) as raw, tarfile.open(fileobj=raw, mode="r|") as tf:
+            # "r|": streaming mode, one pass, no random access needed.
             for member in tf:
                 check_member(member, archive)
                 if not member.isfile():
@@ -193,13 +196,30 @@ def iter_tar_members(path, want=None):
                 if len(data) != member.size:
                     raise EOFError(f"member {member.name!r} is truncated")
                 yield name, data
+            # tarfile stops quietly at a header cut short; reading the compressed
+            # stream to its end makes gzip/bz2/xz check their length and CRC.
+            while raw.read(1 << 20):
+                pass
     except DataError:
         raise
     except (tarfile.TarError, EOFError, zlib.error, OSError) as e:
         raise DataError(
-            f"{archive}: unreadable archive ({type(e).__name__}: {_one_line(e)}); "
-            "the file is truncated, corrupted or not a tar archive: download it again"
+            f"{archive}: unreadable archive ({type(e).__name__}: {_one_line(e)}): truncated, "
+            "corrupted or not a tar archive; download or pack it again"
         ) from None
+
+
+_MAGIC = {b"\x1f\x8b": gzip.GzipFile, b"BZh": bz2.BZ2File, b"\xfd7zXZ\x00": lzma.LZMAFile}
+
+
+def _decompressed(archive: str):
+    """The archive's bytes as a stream, decompressed by a reader that detects truncation."""
+    with open(archive, "rb") as f:
+        head = f.read(6)
+    for magic, opener in _MAGIC.items():
+        if head.startswith(magic):
+            return opener(archive, "rb")
+    return open(archive, "rb")
 
 
 def _clean_name(name: str) -> str:

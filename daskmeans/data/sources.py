@@ -35,6 +35,7 @@ __all__ = [
     "describe_source",
     "is_tarball",
     "read_source",
+    "source_stem",
 ]
 
 #: CIFAR-10 class names in label order.
@@ -134,20 +135,26 @@ def _read_official_dir(folder: Path) -> SourceData:
             blobs[name] = (folder / name).read_bytes()
         except OSError as e:
             raise DataError(f"{folder / name}: cannot read ({e.strerror or e}); check permissions") from None
-    return _official_from_blobs(blobs, str(folder))
+    return _official_from_blobs(blobs, {n: str(folder / n) for n in BATCH_NAMES})
 
 
-def _official_from_blobs(blobs: dict, where: str) -> SourceData:
-    """Decode the seven official pickles (name -> bytes); ``blobs`` is emptied as it goes."""
-    meta = safe_loads(blobs.pop("batches.meta"), f"{where}/batches.meta")
-    names = _get(meta, "label_names", f"{where}/batches.meta")
+def _official_from_blobs(blobs: dict, origins: dict) -> SourceData:
+    """Decode the seven official pickles (name -> bytes); ``blobs`` is emptied as it goes.
+
+    ``origins`` maps each batch name to where it came from, for error messages.
+    """
+    meta_origin = origins["batches.meta"]
+    meta = safe_loads(blobs.pop("batches.meta"), meta_origin)
+    names = _get(meta, "label_names", meta_origin)
     try:
         class_names = tuple(n.decode("ascii") if isinstance(n, bytes) else str(n) for n in names)
     except (TypeError, UnicodeDecodeError):
-        raise DataError(f"{where}/batches.meta: label_names is not a list of names; not a CIFAR-10 archive") from None
+        raise DataError(f"{meta_origin}: label_names is not a list of names; not a CIFAR-10 archive") from None
+    if not class_names:
+        raise DataError(f"{meta_origin}: label_names is empty; not a CIFAR-10 archive")
     arrays = {}
     for name in (*TRAIN_BATCHES, "test_batch"):
-        origin = f"{where}/{name}"
+        origin = origins[name]
         # Pop as we go so each raw pickle is released once decoded.
         arrays[name] = _decode_batch(safe_loads(blobs.pop(name), origin), origin, len(class_names))
 
@@ -258,7 +265,7 @@ def _decode_one(data: bytes, name: str) -> np.ndarray:
             return np.asarray(im)
     except DataError:
         raise
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
+    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError, SyntaxError) as e:
         raise DataError(
             f"{name}: not a readable image ({type(e).__name__}: {' '.join(str(e).split())}); "
             "remove or replace the file"
@@ -280,7 +287,7 @@ def _image_pieces(entries, load: Callable[[str], bytes], display: Callable[[str]
         # so batching into one array per task is what makes the pool worthwhile.
         sub = 512
         workers = max(1, min(4, os.cpu_count() or 1))
-        with ThreadPoolExecutor(workers, thread_name_prefix="daskmeans-decode") as pool:
+        with bar.aborting(), ThreadPoolExecutor(workers, thread_name_prefix="daskmeans-decode") as pool:
             for start in range(0, len(entries), PIECE_ROWS):
                 piece = entries[start : start + PIECE_ROWS]
                 jobs = [
@@ -343,6 +350,7 @@ def _closing(gen_factory, bar: Progress):
 def _read_tarball(path: Path, progress: bool) -> SourceData:
     where = str(path)
     batches: dict[str, bytes] = {}
+    origins: dict[str, str] = {}
     images: dict[str, bytes] = {}
 
     def want(name: str) -> bool:
@@ -357,6 +365,7 @@ def _read_tarball(path: Path, progress: bool) -> SourceData:
                 if base in batches:
                     raise DataError(f"{where}: two {base} members; not a CIFAR-10 archive")
                 batches[base] = data
+                origins[base] = f"{where}:{name}"
             else:
                 images[name] = data
             bar.update(len(data))
@@ -368,7 +377,7 @@ def _read_tarball(path: Path, progress: bool) -> SourceData:
                 "download the official cifar-10-python.tar.gz again"
             )
         images.clear()
-        return _official_from_blobs(batches, f"{where}:cifar-10-batches-py")
+        return _official_from_blobs(batches, origins)
     class_names, by_split = _layout(list(images), where)
     total = sum(len(v) for v in by_split.values())
     bar = Progress(total, f"decoding images from {path.name}", progress)

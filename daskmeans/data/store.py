@@ -33,6 +33,7 @@ from .sources import SHAPE, describe_source, read_source, source_stem
 __all__ = [
     "CHUNK_ROWS",
     "FORMAT_VERSION",
+    "check_store",
     "fingerprint",
     "file_sha256",
     "ingest_source",

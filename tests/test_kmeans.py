@@ -1,0 +1,232 @@
+"""Distributed k-means against scikit-learn and serial NumPy references."""
+
+from __future__ import annotations
+
+import logging
+
+import dask
+import dask.array as da
+import numpy as np
+import pytest
+from sklearn.cluster import KMeans as SKKMeans
+from sklearn.cluster import kmeans_plusplus as sk_kmeans_plusplus
+from sklearn.datasets import make_blobs
+
+from daskmeans import KMeans, kernels
+from daskmeans.errors import InputError
+from daskmeans.kmeans import as_rows, kmeans_plusplus
+
+# chunkings of 3,000 rows: one chunk, even, uneven, with empty chunks
+CHUNKINGS = [(3000,), (500,) * 6, (1, 999, 1234, 766), (0, 1500, 0, 1500)]
+
+
+@pytest.fixture(scope="module")
+def pixels():
+    """uint8 'images' of 6 blobs in 20 features, and the same in [0, 1] float64."""
+    Xf, y = make_blobs(3000, n_features=20, centers=6, random_state=1, cluster_std=2.0)
+    X = np.clip((Xf - Xf.min()) / (Xf.max() - Xf.min()) * 255, 0, 255).astype(np.uint8)
+    return X, X / 255.0, y
+
+
+def chunked(X, chunks):
+    return da.from_array(X, chunks=(chunks, X.shape[1]))
+
+
+@pytest.mark.parametrize("chunks", CHUNKINGS)
+@pytest.mark.parametrize("seed", [0, 3, 11])
+def test_kmeans_plusplus_draws_like_sklearn(pixels, chunks, seed):
+    X, Xs, _ = pixels
+    ref_centers, ref_idx = sk_kmeans_plusplus(Xs, 6, random_state=seed)
+    centers, idx = kmeans_plusplus(chunked(X, chunks), 6, seed)
+    np.testing.assert_array_equal(idx, ref_idx)
+    np.testing.assert_allclose(centers, ref_centers, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("chunks", CHUNKINGS)
+@pytest.mark.parametrize("scheduler", ["threads", "sync"])
+def test_lloyd_matches_sklearn_with_same_init(pixels, chunks, scheduler):
+    X, Xs, _ = pixels
+    init = np.random.default_rng(5).uniform(size=(6, 20)) * 0.5 + 0.25
+    ref = SKKMeans(6, init=init, n_init=1, tol=1e-4, algorithm="lloyd").fit(Xs)
+    with dask.config.set(scheduler=scheduler):
+        km = KMeans(6, init=init, tol=1e-4).fit(chunked(X, chunks))
+    assert isinstance(km.labels_, da.Array)
+    np.testing.assert_array_equal(km.labels_.compute(), ref.labels_)
+    np.testing.assert_allclose(km.cluster_centers_, ref.cluster_centers_, atol=1e-6)
+    assert km.n_iter_ == ref.n_iter_
+    assert km.inertia_ == pytest.approx(ref.inertia_, rel=1e-5)
+
+
+def test_centres_bit_identical_whatever_the_chunking(pixels):
+    X, _, _ = pixels
+    runs = [KMeans(6, random_state=7, tol=0).fit(chunked(X, c)) for c in CHUNKINGS]
+    for km in runs[1:]:
+        np.testing.assert_array_equal(km.cluster_centers_, runs[0].cluster_centers_)
+        np.testing.assert_array_equal(km.labels_.compute(), runs[0].labels_.compute())
+        assert km.n_iter_ == runs[0].n_iter_
+
+
+def test_centres_are_the_exact_means(pixels):
+    """Centres = mean of their members' pixels / 255, computed here in float64 from scratch."""
+    X, _, _ = pixels
+    km = KMeans(6, random_state=0, tol=0).fit(chunked(X, (700,) * 4 + (200,)))
+    labels = km.labels_.compute()
+    for j in range(6):
+        ref = X[labels == j].astype(np.float64).mean(axis=0) / 255
+        np.testing.assert_allclose(km.cluster_centers_[j], ref.astype(np.float32), rtol=0, atol=0)
+
+
+def test_numpy_input_gives_numpy_labels_and_matches_sklearn(pixels):
+    X, Xs, _ = pixels
+    init = sk_kmeans_plusplus(Xs, 6, random_state=2)[0]
+    km = KMeans(6, init=init, chunk_size=400).fit(X)
+    ref = SKKMeans(6, init=init, n_init=1).fit(Xs)
+    assert isinstance(km.labels_, np.ndarray)
+    np.testing.assert_array_equal(km.labels_, ref.labels_)
+    np.testing.assert_array_equal(km.predict(X), ref.predict(Xs))
+
+
+def test_float64_input_matches_sklearn():
+    X, _ = make_blobs(2000, n_features=5, centers=4, random_state=3)
+    ref = SKKMeans(4, n_init=1, random_state=1).fit(X)
+    km = KMeans(4, random_state=1, chunk_size=300).fit(X)
+    np.testing.assert_array_equal(km.labels_, ref.labels_)
+    np.testing.assert_allclose(km.cluster_centers_, ref.cluster_centers_, rtol=1e-12)
+    assert km.cluster_centers_.dtype == np.float64
+    assert km.inertia_ == pytest.approx(ref.inertia_, rel=1e-10)
+
+
+def test_image_shaped_input_is_flattened(pixels):
+    rng = np.random.default_rng(0)
+    imgs = rng.integers(0, 256, size=(300, 4, 4, 3), dtype=np.uint8)
+    km = KMeans(3, random_state=0).fit(da.from_array(imgs, chunks=(100, 4, 4, 3)))
+    ref = SKKMeans(3, init=km.init_centers_, n_init=1).fit(imgs.reshape(300, -1) / 255.0)
+    np.testing.assert_array_equal(km.labels_.compute(), ref.labels_)
+    assert km.cluster_centers_.shape == (3, 48)
+
+
+def test_max_iter_stops_and_labels_match_final_centres(pixels):
+    X, Xs, _ = pixels
+    init = np.full((6, 20), 0.5) + np.linspace(-0.2, 0.2, 6)[:, None]
+    km = KMeans(6, init=init, max_iter=1, tol=0).fit(chunked(X, (1000,) * 3))
+    assert km.n_iter_ == 1 and not km.converged_
+    d = ((Xs[:, None, :] - km.cluster_centers_[None].astype(np.float64)) ** 2).sum(-1)
+    np.testing.assert_array_equal(km.labels_.compute(), d.argmin(1))
+    assert km.inertia_ == pytest.approx(d.min(1).sum(), rel=1e-5)
+
+
+def test_history_records_every_iteration(pixels):
+    X, _, _ = pixels
+    km = KMeans(6, random_state=4, tol=0).fit(chunked(X, (1000,) * 3))
+    h = km.history_
+    assert [e["iteration"] for e in h] == list(range(1, km.n_iter_ + 1))
+    assert h[0]["changed"] == 3000 and h[-1]["changed"] == 0 and km.converged_
+    assert all(a["inertia"] >= b["inertia"] - 1e-6 for a, b in zip(h, h[1:]))  # Lloyd never increases it
+
+
+def test_empty_cluster_relocated_like_sklearn(pixels, caplog):
+    X, Xs, _ = pixels
+    init = sk_kmeans_plusplus(Xs, 5, random_state=0)[0]
+    init = np.vstack([init, np.full((1, 20), 5.0)])  # far from every point: empty at once
+    ref = SKKMeans(6, init=init, n_init=1, algorithm="lloyd").fit(Xs)
+    with caplog.at_level(logging.WARNING, logger="daskmeans"):
+        km = KMeans(6, init=init).fit(chunked(X, (1000,) * 3))
+    assert "empty cluster" in caplog.text
+    assert km.history_[0]["empty"] == 1
+    assert np.bincount(km.labels_.compute(), minlength=6).min() > 0
+    np.testing.assert_array_equal(km.labels_.compute(), ref.labels_)
+    np.testing.assert_allclose(km.cluster_centers_, ref.cluster_centers_, atol=1e-6)
+
+
+def _notebook_l1(X, centers, iters):
+    """The original notebook's variant, serially: L1 assignment, mean update."""
+    for _ in range(iters):
+        d = np.abs(X[:, None, :] - centers[None]).sum(-1)
+        lab = d.argmin(1)
+        centers = np.stack([X[lab == j].mean(0) if (lab == j).any() else centers[j] for j in range(len(centers))])
+    return centers, np.abs(X[:, None, :] - centers[None]).sum(-1).argmin(1)
+
+
+def test_l1_metric_is_the_notebook_variant(pixels):
+    X, Xs, _ = pixels
+    init = sk_kmeans_plusplus(Xs, 6, random_state=9)[0]
+    km = KMeans(6, init=init, metric="l1", max_iter=5, tol=0).fit(chunked(X, (800,) * 3 + (600,)))
+    ref_c, ref_l = _notebook_l1(Xs, init, km.n_iter_)
+    np.testing.assert_allclose(km.cluster_centers_, ref_c, atol=1e-6)
+    np.testing.assert_array_equal(km.labels_.compute(), ref_l)
+
+
+def test_random_init_is_uniform_in_unit_cube_and_seeded(pixels):
+    X, _, _ = pixels
+    a = KMeans(6, init="random", random_state=3, max_iter=1).fit(X)
+    b = KMeans(6, init="random", random_state=3, max_iter=1).fit(X)
+    np.testing.assert_array_equal(a.init_centers_, np.random.RandomState(3).uniform(size=(6, 20)))
+    np.testing.assert_array_equal(a.cluster_centers_, b.cluster_centers_)
+
+
+def test_n_init_keeps_the_lowest_inertia(pixels):
+    X, _, _ = pixels
+    single = [KMeans(6, init="random", random_state=s, max_iter=20).fit(X).inertia_ for s in range(1)]
+    multi = KMeans(6, init="random", n_init=3, random_state=0, max_iter=20).fit(X)
+    assert multi.inertia_ <= single[0] + 1e-9
+
+
+def test_predict_is_lazy_and_nearest(pixels):
+    X, Xs, _ = pixels
+    km = KMeans(6, random_state=0).fit(X)
+    lab = km.predict(chunked(X, (1000,) * 3))
+    assert isinstance(lab, da.Array) and lab.chunks == ((1000,) * 3,)
+    d = ((Xs[:, None, :] - km.cluster_centers_[None].astype(np.float64)) ** 2).sum(-1)
+    np.testing.assert_array_equal(lab.compute(), d.argmin(1))
+
+
+@pytest.mark.parametrize(
+    "params, match",
+    [
+        (dict(n_clusters=0), "n_clusters=0 must be"),
+        (dict(n_clusters=4000), "n_samples=3000 should be >= n_clusters=4000"),
+        (dict(n_clusters=3, max_iter=0), "max_iter=0"),
+        (dict(n_clusters=3, tol=-1.0), "tol=-1.0"),
+        (dict(n_clusters=3, metric="cosine"), "metric='cosine'"),
+        (dict(n_clusters=3, init=np.zeros((2, 20))), r"init has shape \(2, 20\), expected \(3, 20\)"),
+        (dict(n_clusters=2, init=np.full((2, 20), np.nan)), "NaN"),
+        (dict(n_clusters=2, init="kmeans"), "init='kmeans'"),
+    ],
+)
+def test_bad_parameters_say_what_and_how(pixels, params, match):
+    with pytest.raises(InputError, match=match):
+        KMeans(**params).fit(pixels[0])
+
+
+def test_predict_before_fit_is_an_error():
+    with pytest.raises(InputError, match="not fitted"):
+        KMeans(2).predict(np.zeros((3, 2)))
+
+
+def test_graph_does_not_grow_across_iterations(pixels, monkeypatch):
+    """Every iteration computes a graph of the same size: persisted state, no lineage."""
+    import daskmeans.kmeans as kmod
+
+    sizes = []
+    real = dask.persist
+
+    def spy(*args, **kw):
+        flat = [a for arg in args for a in (arg if isinstance(arg, list) else [arg])]
+        graph = {}
+        for a in flat:
+            graph.update(dict(a.__dask_graph__()))
+        sizes.append(len(graph))
+        return real(*args, **kw)
+
+    monkeypatch.setattr(kmod.dask, "persist", spy)
+    X, _, _ = pixels
+    init = np.full((6, 20), 0.5) + np.linspace(-0.2, 0.2, 6)[:, None]
+    km = KMeans(6, init=init, tol=0, max_iter=6, persist=False).fit(chunked(X, (500,) * 6))
+    assert km.n_iter_ >= 4
+    per_iter = sizes[1 : km.n_iter_]  # first iteration has no previous labels
+    assert len(set(per_iter)) == 1, sizes
+
+
+def test_as_rows_validates_shape():
+    with pytest.raises(InputError, match="shape"):
+        as_rows(np.zeros(5))
