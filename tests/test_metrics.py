@@ -90,6 +90,7 @@ def matched_accuracy_brute(t):
     """Best one-to-one cluster<->class assignment by brute force over permutations."""
     t = np.asarray(t)
     k, C = t.shape
+    assert math.perm(max(k, C), min(k, C)) <= 50_000, "table too large for brute force"
     best = 0
     if k <= C:
         for perm in itertools.permutations(range(C), k):
@@ -251,11 +252,11 @@ def test_one_class_many_clusters():
     assert s["matching"] == [-1, 0, -1]
 
 
-@pytest.mark.parametrize("C", [1, 3, 12])
+@pytest.mark.parametrize("C", [1, 3, 8])
 def test_each_point_its_own_cluster(C):
     # k = N: every sample alone in its cluster
     rng = np.random.default_rng(C)
-    n = 12
+    n = 8
     classes = rng.integers(0, C, n) if C < n else np.arange(n)
     t = serial_table(np.arange(n), classes, n, C)
     s = check_against_references(t)
