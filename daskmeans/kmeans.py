@@ -142,7 +142,7 @@ def kmeans_plusplus(X: da.Array, n_clusters: int, random_state, *, n_local_trial
     indices = np.full(n_clusters, -1, dtype=np.int64)
     first = int(rng.choice(n, p=np.full(n, 1.0 / n)))
     indices[0] = first
-    centers[0] = np.asarray(X[first].compute(), dtype=np.float64).reshape(-1) * scale
+    centers[0] = to_numpy(X[first].compute()).astype(np.float64).reshape(-1) * scale
 
     c0 = delayed(centers[:1].copy())
     outs = [delayed(kernels.closest_sq_dist, nout=2)(b, c0, scale=scale) for b in blocks]
