@@ -591,7 +591,12 @@ class KMeans:
             if resume is not None:
                 centers0 = np.asarray(resume["init"], dtype=np.float64)
             else:
+                t_init = time.perf_counter()
+                if isinstance(self.init, str):
+                    logger.info("initialising %d centres (%s)...", self.n_clusters, self.init)
                 centers0 = init_centers(Xd, self.n_clusters, self.init, rng, split_every)
+                if isinstance(self.init, str):
+                    logger.info("initial centres ready in %.1f s", time.perf_counter() - t_init)
             self.init_centers_ = centers0
             result = lloyd(
                 Xd,
