@@ -48,7 +48,7 @@ def _flat(block, xp):
 
 def _step_rows(xp) -> int:
     """Rows per sub-block: cache-sized on CPUs, large on GPUs (fewer kernel launches)."""
-    return MAX_EXACT_ROWS if "cupy" in getattr(xp, "__name__", "") else 1024
+    return MAX_EXACT_ROWS if "cupy" in getattr(xp, "__name__", "") else 512
 
 
 def _sums_by_mask(xp, k: int) -> bool:
@@ -123,10 +123,19 @@ def _scan(block, centers, scale, metric, k_sums=None):
         counts = xp.zeros((k_sums,), dtype=xp.int64)
         ids = xp.arange(k_sums, dtype=xp.int32)
         by_mask = _sums_by_mask(xp, k_sums)
-    for s, e in _sub_blocks(n, xp):
+    # One work buffer per block, refilled per sub-block: a fresh allocation per
+    # sub-block costs more in page faults than the conversion itself (NumPy, CuPy).
+    copyto = getattr(xp, "copyto", None)
+    steps = _sub_blocks(n, xp)
+    buf = xp.empty((steps[0][1] - steps[0][0], d), dtype=wd) if copyto is not None and n else None
+    for s, e in steps:
         if e <= s:
             continue
-        x = xp.astype(block[s:e, :], wd)
+        if buf is not None:
+            x = buf[: e - s, :]
+            copyto(x, block[s:e, :])
+        else:
+            x = xp.astype(block[s:e, :], wd)
         if metric == "l2":
             # argmin needs only ||c||^2 - 2 x.c; add ||x||^2 and scale the minimum only
             part = cc[None, :] - 2 * (x @ ct)
