@@ -53,9 +53,13 @@ def add_run_options(p: argparse.ArgumentParser, *, defaults: bool = True) -> Non
     g.add_argument("--compare", choices=["sklearn"], metavar="sklearn",
                    help="also run sklearn.cluster.KMeans on the same data and initial centres; both in the report")
     g = p.add_argument_group("where it runs")
-    g.add_argument("--scheduler", default="threads", metavar="threads|local|tcp://HOST:PORT",
-                   help="threads (default, no cluster), local (a LocalCluster started and closed by the run) "
-                   "or the address of an existing scheduler (never closed by the run)")
+    g.add_argument("--cluster", metavar="NAME",
+                   help="a profile of cluster.yaml ($DASKMEANS_CLUSTER_CONFIG, else ./cluster.yaml): threads, local, "
+                   "address, local-cuda, jobqueue or kubernetes; see README, Running on a Dask cluster")
+    g.add_argument("--scheduler", metavar="threads|local|tcp://HOST:PORT",
+                   help="threads (no cluster), local (a LocalCluster on 127.0.0.1, started and closed by the run) "
+                   "or the address of an existing scheduler (never closed by the run). "
+                   "Default: $DASK_SCHEDULER_ADDRESS if set, else threads")
     g.add_argument("--n-workers", type=int, metavar="N", help="workers of --scheduler local")
     g.add_argument("--backend", default="auto", choices=["auto", "numpy", "cupy"],
                    help="array backend of the chunks (default auto: CuPy where a GPU exists)")
@@ -64,6 +68,12 @@ def add_run_options(p: argparse.ArgumentParser, *, defaults: bool = True) -> Non
     g = p.add_argument_group("output")
     g.add_argument("--out", metavar="DIR", help="output folder (default: a new runs/<timestamp>/)")
     g.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    g.add_argument("--checkpoint", metavar="FILE",
+                   help="checkpoint written after every iteration (default: .<out>.checkpoint.npz next to --out; "
+                   "'none' turns it off); removed once the outputs are in place")
+    g.add_argument("--resume", action="store_true",
+                   help="continue an interrupted run from its checkpoint (same settings and --out); "
+                   "same result as an uninterrupted run; starts over when there is no checkpoint")
 
 
 def _settings_from(args):

@@ -230,7 +230,7 @@ def predict(run, *, data=None, split: str = "test", subset=None, seed: int = 0, 
     k = centers.shape[0]
     if data is None:
         data = _data_of(report)
-    ds = load_cifar10(data, split=split, chunk_size=chunk_size)
+    ds = load_cifar10(data, split=split, chunk_size=chunk_size, progress=logger.isEnabledFor(logging.INFO))
     if subset is not None:
         ds = ds.subset(subset, seed)
     train_table = _train_table(report, k)

@@ -432,6 +432,7 @@ def fig_examples(ex: Examples, kind: str, class_names, majority, purity, *, shap
     ax.set_xticks([])
     ax.set_yticks([j * th + th / 2 for j in range(k)])
     ax.set_yticklabels(labels, fontsize=8)
+    ax.tick_params(length=0)
     for s in ax.spines.values():
         s.set_visible(False)
     ax.set_title(f"{_KIND_TITLE[kind]} of each cluster\n(green frame: the majority class, red: another class)",
@@ -441,45 +442,53 @@ def fig_examples(ex: Examples, kind: str, class_names, majority, purity, *, shap
 
 def fig_cluster(ex: Examples, j: int, center, class_names, majority, purity, *, shape=(32, 32, 3),
                 size=None, metric="l2") -> bytes:
-    """One cluster: its centre, then random, nearest and farthest members with their classes."""
-    m = ex.m
-    fig = _figure(1.0 * (m + 1) + 0.6, 3 * 1.2 + 0.8)
-    axes = fig.subplots(3, m + 1, squeeze=False)
-    cimg = to_images(np.asarray(center)[None], shape)[0]
+    """One cluster: its centre, then random, nearest and farthest members with their classes.
+
+    Drawn as one mosaic (one image, text on top): fast even for many clusters.
+    """
+    from matplotlib.figure import Figure
+
+    m, up, pad, cap = ex.m, 3, 3, 30
+    tile = shape[0] * up + 2 * pad
+    cw = tile + 6  # cell width: tile and a gap
     maj = majority[j] if majority is not None else None
+    width = (m + 1) * cw
+    height = 3 * (cap + tile)
+    canvas = np.full((height, width, 3), 255, np.uint8)
+    texts = []  # (x, y, text, rgb)
+    cimg = to_images(np.asarray(center)[None], shape)[0]
     dname = "d²" if metric == "l2" else "d₁"
     for r, kind in enumerate(KINDS):
+        y0 = r * (cap + tile) + cap
+        if r == 0:
+            canvas[y0: y0 + tile, 0:tile] = image_grid(cimg[None], 1, pad=pad, upscale=up, borders=[(60, 60, 60)])
+            texts.append((tile / 2, y0 - 4, "centre", (0, 0, 0)))
         pos = ex.pick(kind, j)
         imgs = to_images(ex.rows[pos], shape) if len(pos) else None
-        for c in range(m + 1):
-            ax = axes[r, c]
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if c == 0:
-                if r == 0:
-                    ax.imshow(cimg, interpolation="nearest")
-                    ax.set_title("centre", fontsize=8)
-                else:
-                    ax.set_axis_off()
-                continue
-            i = c - 1
-            if imgs is None or i >= len(pos):
-                ax.set_axis_off()
-                continue
-            ax.imshow(imgs[i], interpolation="nearest")
-            if i == 0:
-                ax.set_ylabel(_KIND_TITLE[kind].replace(" from the centre", "").replace(" to the centre", ""),
-                              fontsize=8)
+        for i in range(min(m, len(pos))):
             cl = int(ex.cls[pos[i]])
-            colour = np.array(_GREEN if cl == maj else _RED) / 255
-            for s in ax.spines.values():
-                s.set_edgecolor(colour)
-                s.set_linewidth(2)
+            colour = _GREEN if cl == maj else _RED
+            x0 = (i + 1) * cw
+            canvas[y0: y0 + tile, x0: x0 + tile] = image_grid(imgs[i][None], 1, pad=pad, upscale=up, borders=[colour])
             name = class_names[cl] if 0 <= cl < len(class_names) else str(cl)
-            title = name if kind == "random" else f"{name}\n{dname} {ex.dist[pos[i]]:.1f}"
-            ax.set_title(title, fontsize=7, color=colour)
+            label = name if kind == "random" else f"{name}\n{dname} {ex.dist[pos[i]]:.1f}"
+            texts.append((x0 + tile / 2, y0 - 4, label, colour))
+    dpi = 100
+    left, top = 0.3, 0.35
+    fig = Figure(figsize=(left + width / dpi + 0.1, top + height / dpi + 0.05), dpi=dpi)
+    W, H = fig.get_size_inches()
+    ax = fig.add_axes((left / W, 0.05 / H, width / dpi / W, height / dpi / H))
+    ax.imshow(canvas, interpolation="nearest")
+    ax.set_xticks([])
+    ax.set_yticks([r * (cap + tile) + cap + tile / 2 for r in range(3)])
+    ax.set_yticklabels(["random members", "nearest", "farthest"], fontsize=8, rotation=90, va="center")
+    ax.tick_params(length=0)
+    for sp in ax.spines.values():
+        sp.set_visible(False)
+    for x, y, text, rgb in texts:
+        ax.text(x, y, text, ha="center", va="bottom", fontsize=7, color=np.array(rgb) / 255, linespacing=1.0)
     head = _cluster_label(j, class_names, majority, purity)
-    fig.suptitle(f"cluster {head}" + (f", {size} images" if size is not None else ""), fontsize=10)
+    ax.set_title(f"cluster {head}" + (f", {size} images" if size is not None else ""), fontsize=10)
     return _png(fig)
 
 
@@ -781,48 +790,74 @@ def write_extras(path, report: dict, km, ds, *, m: int = 8, max_cluster_pages: i
     metric = getattr(km, "metric", "l2")
     written = []
 
-    def save(name, png):
+    failed = []
+
+    def save(name, draw):
+        """Draw and write one figure; a failure is logged and skipped, never fatal to the run."""
+        try:
+            png = draw()
+        except Exception as e:  # the run's results are already written: a figure must not lose them
+            failed.append(name)
+            logger.warning("could not draw %s (%s: %s); the other outputs are unaffected", name,
+                           type(e).__name__, str(e).splitlines()[0] if str(e) else "")
+            return None
         p = path / name
         p.parent.mkdir(parents=True, exist_ok=True)
         p.write_bytes(png)
         written.append(p)
         return png
 
+    def add(section, png, caption):
+        if png is not None:
+            figures.append((section, png, caption))
+
     logger.info("writing figures and report.html (%d clusters, %d examples each)", len(centers), m)
     figures = []
-    png = save("convergence.png", fig_convergence(report.get("history") or km.history_))
-    figures.append(("Convergence", png, "Inertia (sum of squared distances to the centres used in the iteration) "
-                                        "and number of images that changed cluster, per iteration."))
-    png = save("centroids.png", fig_centroids(centers, names, majority, purity, shape=shape))
-    figures.append(("Cluster centres", png, "Each centre shown as an image, titled with its majority class and "
-                                            "the share of its images in that class."))
-    png = save("contingency.png", fig_contingency(table, names, title=f"cluster x class, {ds.split} split"))
-    figures.append(("Cluster x class table", png, "Counts per cluster and true class; colour = share of the cluster."))
+    add("Convergence", save("convergence.png", lambda: fig_convergence(report.get("history") or km.history_)),
+        "Inertia (sum of squared distances to the centres used in the iteration) and number of images that "
+        "changed cluster, per iteration.")
+    add("Cluster centres", save("centroids.png", lambda: fig_centroids(centers, names, majority, purity, shape=shape)),
+        "Each centre shown as an image, titled with its majority class and the share of its images in that class.")
+    add("Cluster x class table",
+        save("contingency.png", lambda: fig_contingency(table, names, title=f"cluster x class, {ds.split} split")),
+        "Counts per cluster and true class; colour = share of the cluster.")
     ev = report.get("eval")
     if ev:
-        png = save(f"contingency-{ev['split']}.png",
-                   fig_contingency(ev["contingency"], names, title=f"held-out {ev['split']} split, trained centres"))
-        figures.append((f"Cluster x class table, held-out {ev['split']}", png,
-                        "The held-out images assigned to the trained centres."))
+        add(f"Cluster x class table, held-out {ev['split']}",
+            save(f"contingency-{ev['split']}.png", lambda: fig_contingency(
+                ev["contingency"], names, title=f"held-out {ev['split']} split, trained centres")),
+            "The held-out images assigned to the trained centres.")
 
-    labels_file = path / "labels.npy"
-    labels = np.load(labels_file) if labels_file.is_file() else km.labels_
-    t1 = time.perf_counter()
-    ex = gather_examples(ds.flat(), labels, ds.labels, centers, m=m, seed=int((report.get("settings") or {}).get("seed", 0)),
-                         metric=metric)
-    logger.info("gathered %d example images from %d chunks in %.1f s", len(ex.index), ds.images.numblocks[0],
-                time.perf_counter() - t1)
-    for kind, fname in (("random", "samples.png"), ("nearest", "nearest.png"), ("farthest", "farthest.png")):
-        png = save(fname, fig_examples(ex, kind, names, majority, purity, shape=shape, sizes=sizes))
-        figures.append((f"Members: {_KIND_TITLE[kind]}", png,
-                        f"{m} {_KIND_TITLE[kind]} per cluster; frame green = the cluster's majority class."))
+    def examples():
+        labels_file = path / "labels.npy"
+        labels = np.load(labels_file) if labels_file.is_file() else km.labels_
+        t1 = time.perf_counter()
+        seed = int((report.get("settings") or {}).get("seed", 0))
+        ex = gather_examples(ds.flat(), labels, ds.labels, centers, m=m, seed=seed, metric=metric)
+        logger.info("gathered %d example images from %d chunks in %.1f s", len(ex.index), ds.images.numblocks[0],
+                    time.perf_counter() - t1)
+        return ex
+
+    ex = None
+    try:
+        ex = examples()
+    except Exception as e:
+        failed.append("examples")
+        logger.warning("could not gather example images (%s: %s); no member pictures", type(e).__name__,
+                       str(e).splitlines()[0] if str(e) else "")
     per_cluster = []
-    for j in range(min(len(centers), max_cluster_pages)):
-        png = save(f"clusters/cluster-{j:02d}.png",
-                   fig_cluster(ex, j, centers[j], names, majority, purity, shape=shape, size=sizes[j], metric=metric))
-        per_cluster.append((j, png))
-    if len(centers) > max_cluster_pages:
-        logger.info("per-cluster pictures written for the first %d of %d clusters", max_cluster_pages, len(centers))
+    if ex is not None:
+        for kind, fname in (("random", "samples.png"), ("nearest", "nearest.png"), ("farthest", "farthest.png")):
+            add(f"Members: {_KIND_TITLE[kind]}",
+                save(fname, lambda kind=kind: fig_examples(ex, kind, names, majority, purity, shape=shape, sizes=sizes)),
+                f"{m} {_KIND_TITLE[kind]} per cluster; frame green = the cluster's majority class.")
+        for j in range(min(len(centers), max_cluster_pages)):
+            png = save(f"clusters/cluster-{j:02d}.png", lambda j=j: fig_cluster(
+                ex, j, centers[j], names, majority, purity, shape=shape, size=sizes[j], metric=metric))
+            if png is not None:
+                per_cluster.append((j, png))
+        if len(centers) > max_cluster_pages:
+            logger.info("per-cluster pictures written for the first %d of %d clusters", max_cluster_pages, len(centers))
     thumbs = [thumbnail(img) for img in to_images(centers, shape)]
     page = html_page(report, figures, per_cluster=per_cluster, thumbs=thumbs)
     p = path / "report.html"
@@ -830,6 +865,8 @@ def write_extras(path, report: dict, km, ds, *, m: int = 8, max_cluster_pages: i
     written.append(p)
     logger.info("wrote %d figures and report.html (%.0f kB) in %.1f s", len(written) - 1, p.stat().st_size / 1024,
                 time.perf_counter() - t0)
+    if failed:
+        logger.warning("%d picture(s) could not be drawn: %s", len(failed), ", ".join(failed))
     return written
 
 

@@ -17,7 +17,7 @@ import numpy as np
 from . import __version__, config
 from .backend import resolve as resolve_backend
 from .backend import to_backend, to_numpy
-from .errors import InputError
+from .errors import ClusterUnreachable, InputError
 
 logger = logging.getLogger("daskmeans")
 
@@ -38,7 +38,10 @@ class Settings:
     tol: float = 1e-4
     metric: str = "l2"
     chunk_size: int | None = None
-    scheduler: str = "threads"
+    scheduler: str | None = None  # None: $DASK_SCHEDULER_ADDRESS if set, else threads
+    cluster: str | None = None  # a profile of cluster.yaml (--cluster)
+    resume: bool = False  # continue from the checkpoint (--resume)
+    checkpoint: str | None = None  # default: next to --out; "none": off
     out: str | None = None
     overwrite: bool = False
     backend: str = "auto"
@@ -50,7 +53,7 @@ class Settings:
 
     def validate(self) -> None:
         """Check every option before any data is read (values + fixes in messages)."""
-        from .cluster import check_scheduler
+        from .cluster import check_where
         from .kmeans import _METRICS
 
         if self.split not in SPLITS:
@@ -71,7 +74,9 @@ class Settings:
             raise InputError(f"--n-init {self.n_init}: must be >= 1")
         if self.init not in ("k-means++", "random") and not self.init.endswith(".npy"):
             raise InputError(f"--init {self.init!r} is not k-means++, random or a .npy file of centres")
-        check_scheduler(self.scheduler)
+        check_where(self.cluster, self.scheduler)
+        if self.resume and not (self.out or self.checkpoint):
+            raise InputError("--resume needs the --out of the interrupted run (or its --checkpoint FILE)")
         if self.eval_split is not None and self.eval_split not in SPLITS:
             raise InputError(f"--eval-split {self.eval_split!r} is not one of {', '.join(SPLITS)}")
         if self.compare not in (None, "sklearn"):
@@ -107,6 +112,7 @@ def run(settings: Settings, *, out_dir=None, on_iteration=None, resume=None) -> 
     (jobs prepare their own); by default one is made from ``settings.out``.
     """
     from .data import load_cifar10
+    from .checkpoint import RunCheckpoint
     from .cluster import scheduler
     from .kmeans import KMeans
     from .metrics import contingency, scores
@@ -115,15 +121,18 @@ def run(settings: Settings, *, out_dir=None, on_iteration=None, resume=None) -> 
     settings.validate()
     t_start = time.perf_counter()
     own_out = out_dir is None
+    ckpt = None
     if own_out:
         out_dir = OutputDir(settings.out or default_out(), overwrite=settings.overwrite)
     try:
-        ds = load_cifar10(settings.data, split=settings.split, chunk_size=settings.chunk_size)
+        progress = logger.isEnabledFor(logging.INFO)  # --quiet: no progress lines either
+        ds = load_cifar10(settings.data, split=settings.split, chunk_size=settings.chunk_size, progress=progress)
         if settings.subset is not None:
             ds = ds.subset(settings.subset, settings.seed)
         eval_ds = None
         if settings.eval_split:  # opened (lazily) now, so a missing split fails before the fit
-            eval_ds = load_cifar10(settings.data, split=settings.eval_split, chunk_size=settings.chunk_size)
+            eval_ds = load_cifar10(settings.data, split=settings.eval_split, chunk_size=settings.chunk_size,
+                                   progress=progress)
         n = ds.n_samples
         if settings.k > n:
             raise InputError(f"-k {settings.k} is larger than the number of images ({n}); use -k {n} or fewer")
@@ -136,7 +145,8 @@ def run(settings: Settings, *, out_dir=None, on_iteration=None, resume=None) -> 
             n, ds.split, f", subset of {settings.subset}" if settings.subset else "",
             ds.source, X.chunks[0][0], backend,
         )
-        with scheduler(settings.scheduler, n_workers=settings.n_workers) as sched:
+        ckpt = RunCheckpoint(settings, out_dir.final, on_iteration=on_iteration, resume=resume)
+        with scheduler(settings.scheduler, cluster=settings.cluster, n_workers=settings.n_workers) as sched:
             Xb = to_backend(X, backend)
             km = KMeans(
                 settings.k,
@@ -145,10 +155,10 @@ def run(settings: Settings, *, out_dir=None, on_iteration=None, resume=None) -> 
                 max_iter=settings.max_iter,
                 tol=settings.tol,
                 metric=settings.metric,
-                random_state=settings.seed,
+                random_state=ckpt.rng,  # RandomState(seed), restored on --resume
                 persist=settings.persist,
             )
-            km.fit(Xb, on_iteration=on_iteration, resume=resume)
+            km.fit(Xb, on_iteration=ckpt.on_iteration, resume=ckpt.resume)
             classes = to_backend(ds.labels, backend)
             table = contingency(km.labels_, classes, settings.k, len(ds.class_names))
             labels = to_numpy(km.labels_.compute()).astype(np.int32)
@@ -186,6 +196,7 @@ def run(settings: Settings, *, out_dir=None, on_iteration=None, resume=None) -> 
             "contingency": table,
             "class_names": list(ds.class_names),
             "history": km.history_,
+            "resumed_from": ckpt.resumed_from,
             "fit_seconds": km.fit_seconds_,
             "seconds": time.perf_counter() - t_start,
             "python": platform.python_version(),
@@ -201,10 +212,13 @@ def run(settings: Settings, *, out_dir=None, on_iteration=None, resume=None) -> 
         _write_extras(out_dir, report, km, ds)
         if own_out:
             report["out"] = str(out_dir.commit())
+            ckpt.done()
         return report
-    except BaseException:
+    except BaseException as e:
         if own_out:
             out_dir.abort()
+        if isinstance(e, ClusterUnreachable) and ckpt is not None:
+            raise ckpt.explain(e) from None
         raise
 
 

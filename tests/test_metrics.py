@@ -520,3 +520,15 @@ def test_contingency_then_scores_end_to_end():
     assert s["nmi"] == approx(normalized_mutual_info_score(classes, clusters))
     assert s["ari"] == approx(adjusted_rand_score(classes, clusters))
     assert s["n_samples"] == 5000
+
+
+def test_contingency_on_distributed_client():
+    distributed = pytest.importorskip("distributed")
+    clusters, classes = _labels(n=N, k=4, C=3, seed=5)
+    with distributed.Client(
+        processes=False, n_workers=2, threads_per_worker=1, dashboard_address=None
+    ):
+        t = contingency(
+            da.from_array(clusters, chunks=(CHUNKINGS[2],)), da.from_array(classes, chunks=250), 4, 3
+        )
+    np.testing.assert_array_equal(t, serial_table(clusters, classes, 4, 3))
