@@ -49,6 +49,7 @@ class OutputDir:
         parent = self.final.parent
         try:
             parent.mkdir(parents=True, exist_ok=True)
+            _remove_dead_staging(parent, self.final.name)
             self.path = parent / f".{self.final.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
             self.path.mkdir()
         except OSError as e:
@@ -89,6 +90,27 @@ class OutputDir:
         if exc_type is not None:
             self.abort()
         return False
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, someone else's
+        return True
+    return True
+
+
+def _remove_dead_staging(parent: Path, name: str) -> None:
+    """Delete staging folders of ``name`` left by runs that were killed (their pid is gone)."""
+    for p in parent.glob(f".{name}.tmp-*-*"):
+        try:
+            pid = int(p.name[len(f".{name}.tmp-"):].split("-")[0])
+        except ValueError:
+            continue
+        if pid != os.getpid() and not _pid_alive(pid):
+            shutil.rmtree(p, ignore_errors=True)
 
 
 def _jsonable(obj):

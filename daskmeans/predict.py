@@ -205,14 +205,15 @@ def _data_of(report):
 
 
 def predict(run, *, data=None, split: str = "test", subset=None, seed: int = 0, chunk_size=None,
-            scheduler: str = "threads", n_workers=None, backend: str = "auto", metric=None) -> dict:
+            scheduler: str | None = None, cluster: str | None = None, n_workers=None, backend: str = "auto",
+            metric=None) -> dict:
     """Apply a saved run's centres to a split of a dataset.
 
     Returns a dict: ``labels`` (NumPy int32), and the report entries of
     :func:`apply_centroids` plus ``run``, ``k``, ``metric``, ``class_names``.
     """
     from .backend import resolve as resolve_backend
-    from .cluster import check_scheduler, scheduler as open_scheduler
+    from .cluster import check_where, scheduler as open_scheduler
     from .data import load_cifar10
     from .kmeans import _METRICS
 
@@ -220,7 +221,7 @@ def predict(run, *, data=None, split: str = "test", subset=None, seed: int = 0, 
         raise InputError(f"--split {split!r} is not one of train, test, all")
     if subset is not None and subset < 1:
         raise InputError(f"--subset {subset}: must be >= 1 (or leave it out for the whole split)")
-    check_scheduler(scheduler)
+    check_where(cluster, scheduler)
     saved = load_run(run)
     report = saved["report"]
     metric = metric or ((report or {}).get("settings") or {}).get("metric") or "l2"
@@ -238,7 +239,7 @@ def predict(run, *, data=None, split: str = "test", subset=None, seed: int = 0, 
         raise InputError(f"{run}: trained on {train_table.shape[1]} classes, the data has {len(ds.class_names)}; "
                          f"pass --data with the same classes")
     be = resolve_backend(backend)
-    with open_scheduler(scheduler, n_workers=n_workers):
+    with open_scheduler(scheduler, cluster=cluster, n_workers=n_workers):
         labels, result = apply_centroids(ds, centers, metric=metric, backend=be, train_table=train_table)
     result.update(
         run=str(saved["path"]), k=k, metric=metric, class_names=list(ds.class_names), labels=labels,
@@ -289,7 +290,7 @@ def cmd_predict(args) -> int:
     try:
         res = predict(
             args.run, data=args.data, split=args.split, subset=args.subset, seed=args.seed,
-            chunk_size=args.chunk_size, scheduler=args.scheduler, n_workers=args.n_workers,
+            chunk_size=args.chunk_size, scheduler=args.scheduler, cluster=args.cluster, n_workers=args.n_workers,
             backend=args.backend, metric=args.metric,
         )
         labels = res.pop("labels")
@@ -332,7 +333,8 @@ def add_parser(subparsers, common) -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed of --subset (default 0)")
     p.add_argument("--chunk-size", type=int, metavar="ROWS", help="rows per chunk")
     p.add_argument("--metric", choices=["l2", "l1"], help="assignment distance (default: the run's)")
-    p.add_argument("--scheduler", default="threads", metavar="threads|local|tcp://HOST:PORT", help="as for run")
+    p.add_argument("--scheduler", metavar="threads|local|tcp://HOST:PORT", help="as for run")
+    p.add_argument("--cluster", metavar="NAME", help="a profile of cluster.yaml, as for run")
     p.add_argument("--n-workers", type=int, metavar="N", help="workers of --scheduler local")
     p.add_argument("--backend", default="auto", choices=["auto", "numpy", "cupy"], help="as for run")
     p.add_argument("--out", metavar="DIR", help="write labels.npy, report.json and contingency.png there")

@@ -293,3 +293,19 @@ def test_tiny_run_end_to_end_as_a_subprocess(tiny, tmp_path, cache_env):
     summary = json.loads(r.stdout)
     assert summary["n_samples"] == 6 and summary["k"] == 2
     assert {"centroids.npy", "labels.npy", "report.json"} <= {p.name for p in out.iterdir()}
+
+
+def test_staging_left_by_a_killed_run_is_removed(tiny, tmp_path, capsys, cache_env):
+    """A run killed with SIGKILL leaves its hidden staging folder; the next run there deletes it."""
+    victim = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    dead_pid = victim.pid
+    victim.kill()
+    victim.wait()
+    stale = tmp_path / f".out.tmp-{dead_pid}-deadbeef"
+    stale.mkdir()
+    (stale / "report.json").write_text("{half")
+    alive = tmp_path / f".out.tmp-{os.getppid()}-cafebabe"  # a live process's staging stays
+    alive.mkdir()
+    code, _, err = run_cli(capsys, "run", "--data", tiny, "-k", "2", "--out", tmp_path / "out", "-q")
+    assert code == 0, err
+    assert not stale.exists() and alive.exists() and (tmp_path / "out" / "report.json").exists()
