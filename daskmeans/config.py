@@ -36,3 +36,22 @@ def cache_dir() -> Path:
     xdg = os.environ.get("XDG_CACHE_HOME")
     base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
     return base / "daskmeans"
+
+
+def read_yaml_mapping(path, what: str, missing_fix: str, example: str) -> dict:
+    """A YAML file that must hold a mapping, read safely; :class:`InputError` names
+    ``what`` and the file on any problem (job specs, cluster.yaml)."""
+    from .errors import InputError
+
+    try:
+        with open(path) as f:
+            data = yaml.safe_load(f)
+    except FileNotFoundError:
+        raise InputError(f"{what} {path}: no such file{missing_fix}") from None
+    except (OSError, yaml.YAMLError) as e:
+        raise InputError(f"{what} {path}: not readable YAML ({str(e).splitlines()[0]})") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise InputError(f"{what} {path}: expected a mapping at the top ({example})")
+    return data

@@ -48,7 +48,7 @@ from pathlib import Path
 
 import yaml
 
-from . import __version__
+from . import __version__, config
 from .errors import DaskmeansError, InputError, LockHeld
 
 logger = logging.getLogger("daskmeans")
@@ -158,14 +158,7 @@ def load_spec(path) -> JobSpec:
     from .run import Settings
 
     path = Path(path).expanduser().absolute()
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise InputError(f"job spec {path}: no such file") from None
-    except (OSError, yaml.YAMLError) as e:
-        raise InputError(f"job spec {path}: not readable YAML ({str(e).splitlines()[0]})") from None
-    if not isinstance(raw, dict):
-        raise InputError(f"job spec {path}: expected a mapping of keys (k: 10, subset: 2000, ...)")
+    raw = config.read_yaml_mapping(path, "job spec", "", "k: 10, subset: 2000, ...")
     sfields = _settings_fields()
     allowed = {k.replace("_", "-") for k in sfields} | _JOB_KEYS
     unknown = sorted(k for k in raw if str(k) not in allowed)

@@ -297,7 +297,6 @@ def lloyd(
     scale = pixel_scale(X.dtype)
     blocks = _blocks(X)
     offsets = _offsets(X)
-    k = centers.shape[0]
     centers = np.asarray(centers, dtype=np.float64)
     history: list = []
     old = [None] * len(blocks)

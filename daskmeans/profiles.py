@@ -40,7 +40,6 @@ from pathlib import Path
 
 import dask
 import dask.config
-import yaml
 
 from . import config
 from .errors import ClusterUnreachable, InputError
@@ -100,16 +99,8 @@ def read_files(paths) -> dict:
     """Merge the YAML files ``paths`` (later wins), with messages that name the file."""
     merged: dict = {}
     for p in paths:
-        p = Path(p)
-        try:
-            with open(p) as f:
-                data = yaml.safe_load(f) or {}
-        except FileNotFoundError:
-            raise InputError(f"cluster config {p}: no such file (set by ${ENV_VAR}); fix the path or unset it") from None
-        except (OSError, yaml.YAMLError) as e:
-            raise InputError(f"cluster config {p}: not readable YAML ({str(e).splitlines()[0]})") from None
-        if not isinstance(data, dict):
-            raise InputError(f"cluster config {p}: expected a mapping at the top (daskmeans: cluster: profiles: ...)")
+        data = config.read_yaml_mapping(Path(p), "cluster config", f" (set by ${ENV_VAR}); fix the path or unset it",
+                                        "daskmeans: cluster: profiles: ...")
         merged = dask.config.merge(merged, data)
     return merged
 

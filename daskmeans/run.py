@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import __version__, config
+from . import __version__
 from .backend import resolve as resolve_backend
 from .backend import to_backend, to_numpy
 from .errors import ClusterUnreachable, InputError

@@ -12,7 +12,7 @@ from sklearn.cluster import KMeans as SKKMeans
 from sklearn.cluster import kmeans_plusplus as sk_kmeans_plusplus
 from sklearn.datasets import make_blobs
 
-from daskmeans import KMeans, kernels
+from daskmeans import KMeans
 from daskmeans.errors import InputError
 from daskmeans.kmeans import as_rows, kmeans_plusplus
 
