@@ -60,7 +60,7 @@ def test_shipped_specs_validate(name, subset, init, metric, real_data, capsys, m
     spec = jobs.load_spec(ROOT / "jobs" / f"{name}.yaml")
     s = spec.settings
     assert spec.name == name and s.subset == subset and s.k == 10 and s.init == init and s.metric == metric
-    assert Path(s.data) == real_data and s.seed == 0 and s.tol == 1e-4 and spec.keep >= 1
+    assert Path(s.data).resolve() == real_data.resolve() and s.seed == 0 and s.tol == 1e-4 and spec.keep >= 1
     assert spec.root == ROOT / "runs" / "jobs"
     code, out, err = run_cli(capsys, "job", "validate", ROOT / "jobs" / f"{name}.yaml")
     assert code == 0 and out.startswith(f"ok: job {name}: train split") and err == ""
