@@ -47,6 +47,8 @@ class OutputDir:
             raise InputError(f"--out {out}: folder exists and is not empty; pass another --out or --overwrite")
         self.overwrite = overwrite
         parent = self.final.parent
+        # the outermost folder this run creates: removed again if the run fails
+        self._created = next((a for a in [parent, *parent.parents][::-1] if not a.exists()), None)
         try:
             parent.mkdir(parents=True, exist_ok=True)
             _remove_dead_staging(parent, self.final.name)
@@ -82,6 +84,15 @@ class OutputDir:
 
     def abort(self) -> None:
         shutil.rmtree(self.path, ignore_errors=True)
+        if self._created is not None:
+            # only folders left empty: never anything another run wrote meanwhile
+            for folder in [self.path.parent, *self.path.parent.parents]:
+                try:
+                    folder.rmdir()
+                except OSError:
+                    break
+                if folder == self._created:
+                    break
 
     def __enter__(self):
         return self

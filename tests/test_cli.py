@@ -262,6 +262,13 @@ def test_unwritable_output(tiny, tmp_path, capsys, cache_env):
     assert code == 2 and "cannot write there" in err and len(err.strip().splitlines()) == 1
 
 
+def test_failed_run_leaves_no_new_folders(tmp_path, capsys, cache_env):
+    out = tmp_path / "new" / "deeper" / "out"
+    code, _, err = run_cli(capsys, "run", "--data", tmp_path / "missing.tar.gz", "--out", out)
+    assert code == 2 and "missing.tar.gz" in err
+    assert not (tmp_path / "new").exists()
+
+
 def test_existing_output_not_clobbered(tiny, tmp_path, capsys, cache_env):
     out = tmp_path / "out"
     out.mkdir()
