@@ -209,7 +209,9 @@ def run(settings: Settings, *, out_dir=None, on_iteration=None, resume=None) -> 
         if heldout is not None:
             out_dir.write_npy(f"labels-{settings.eval_split}.npy", eval_labels)
         out_dir.write_json("report.json", report)
-        _write_extras(out_dir, report, km, ds)
+        from .report import write_extras
+
+        write_extras(out_dir.path, report, km, ds)  # pictures and report.html
         if own_out:
             report["out"] = str(out_dir.commit())
             ckpt.done()
@@ -220,17 +222,6 @@ def run(settings: Settings, *, out_dir=None, on_iteration=None, resume=None) -> 
         if isinstance(e, ClusterUnreachable) and ckpt is not None:
             raise ckpt.explain(e) from None
         raise
-
-
-def _write_extras(out_dir, report, km, ds) -> None:
-    """Pictures and HTML, where the report module provides them."""
-    try:
-        from . import report as report_mod
-    except ImportError:
-        return
-    write = getattr(report_mod, "write_extras", None)
-    if write is not None:
-        write(out_dir.path, report, km, ds)
 
 
 def format_summary(report: dict) -> str:

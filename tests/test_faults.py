@@ -29,7 +29,7 @@ def reference(cifar_store, tmp_path_factory):
     """The undisturbed run (threads scheduler, in this process)."""
     out = tmp_path_factory.mktemp("ref") / "out"
     with pytest.MonkeyPatch.context() as mp:  # figures are not what this file tests
-        mp.setattr("daskmeans.run._write_extras", lambda *a, **k: None)
+        mp.setattr("daskmeans.report.write_extras", lambda *a, **k: None)
         assert main(["run", "--data", str(cifar_store), *ARGS, "--scheduler", "threads", "--out", str(out), "-q"]) == 0
     report = json.loads((out / "report.json").read_text())
     assert report["n_iter"] >= 8, "the reference run must be long enough to be interrupted"

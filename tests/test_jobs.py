@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.fixture
 def no_figures(monkeypatch):
     """Figures and HTML are another module's business: skip them in in-process runs here."""
-    monkeypatch.setattr("daskmeans.run._write_extras", lambda *a, **k: None)
+    monkeypatch.setattr("daskmeans.report.write_extras", lambda *a, **k: None)
 
 
 def write_spec(folder: Path, name="j", file=None, **values) -> Path:
