@@ -230,3 +230,25 @@ def test_graph_does_not_grow_across_iterations(pixels, monkeypatch):
 def test_as_rows_validates_shape():
     with pytest.raises(InputError, match="shape"):
         as_rows(np.zeros(5))
+
+
+@pytest.mark.data
+@pytest.mark.distributed
+def test_distributed_fit_equals_threads_without_large_graph_warnings(cifar_store, recwarn):
+    """On a distributed Client, real images read from the store: the same centres and
+    labels as threads, and no "large graph" warning (data and labels stay on the
+    workers, centres travel as one small key per iteration)."""
+    from distributed import Client, LocalCluster
+
+    from daskmeans.data import load_cifar10
+
+    X = load_cifar10(str(cifar_store), chunk_size=1000, progress=False).flat()[:6000]
+    ref = KMeans(10, random_state=2, max_iter=8).fit(X)
+    # in-process workers: inproc:// transport, no sockets
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
+                      dashboard_address="127.0.0.1:0") as cluster, Client(cluster):
+        km = KMeans(10, random_state=2, max_iter=8).fit(X)
+        labels = km.labels_.compute()
+    np.testing.assert_array_equal(km.cluster_centers_, ref.cluster_centers_)
+    np.testing.assert_array_equal(labels, ref.labels_.compute())
+    assert not [w for w in recwarn.list if "large graph" in str(w.message).lower()]
