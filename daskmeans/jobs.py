@@ -158,7 +158,8 @@ def load_spec(path) -> JobSpec:
     from .run import Settings
 
     path = Path(path).expanduser().absolute()
-    raw = config.read_yaml_mapping(path, "job spec", "", "k: 10, subset: 2000, ...")
+    raw = config.read_yaml_mapping(path, "job spec", "; pass the path of a job spec such as jobs/notebook-2000.yaml",
+                                   "k: 10, subset: 2000, ...")
     sfields = _settings_fields()
     allowed = {k.replace("_", "-") for k in sfields} | _JOB_KEYS
     unknown = sorted(k for k in raw if str(k) not in allowed)
