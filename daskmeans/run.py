@@ -115,7 +115,7 @@ def run(settings: Settings, *, out_dir=None, on_iteration=None, resume=None) -> 
     from .checkpoint import RunCheckpoint
     from .cluster import scheduler
     from .kmeans import KMeans
-    from .metrics import contingency, scores
+    from .metrics import contingency, notebook_impurity, scores
     from .outputs import OutputDir, default_out
 
     settings.validate()
@@ -191,6 +191,7 @@ def run(settings: Settings, *, out_dir=None, on_iteration=None, resume=None) -> 
             "tol_scaled": km.tol_,
             "inertia": km.inertia_,
             "purity": metrics["purity"],
+            "notebook_impurity": notebook_impurity(table),  # what the original notebook printed; not 1 - purity
             "metrics": metrics,
             "cluster_sizes": metrics["cluster_sizes"],
             "contingency": table,

@@ -80,6 +80,9 @@ def test_run_writes_the_report_contract(subset_run, cifar_store):
     np.add.at(table, (labels, classes), 1)
     np.testing.assert_array_equal(np.asarray(report["contingency"]), table)
     assert report["purity"] == pytest.approx(table.max(axis=1).sum() / 1000, abs=1e-12)
+    sizes = table.sum(axis=1)
+    impurity = sum(1 - r.max() / n for r, n in zip(table, sizes) if n)  # what the notebook summed
+    assert report["notebook_impurity"] == pytest.approx(impurity, abs=1e-12)
     assert report["cluster_sizes"] == np.bincount(labels, minlength=10).tolist()
     assert report["inertia"] == pytest.approx(d.min(1).sum(), rel=1e-5)
     assert report["class_names"][0] == "airplane" and report["class_names"][9] == "truck"
