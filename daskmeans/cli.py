@@ -46,6 +46,9 @@ def add_run_options(p: argparse.ArgumentParser, *, defaults: bool = True) -> Non
                    help="stop when the total squared centre shift <= T * mean pixel variance (default 1e-4)")
     g.add_argument("--metric", default="l2", choices=["l2", "l1"],
                    help="l2 (default) or l1 (the original notebook's Manhattan assignment, mean update)")
+    g.add_argument("--algorithm", default="auto", choices=["auto", "lloyd", "hamerly"],
+                   help="hamerly: Lloyd's results from fewer distances (per-row bounds); "
+                   "auto (default): hamerly for l2 on CPU, lloyd otherwise")
     g = p.add_argument_group("evaluation")
     g.add_argument("--eval-split", choices=["train", "test", "all"], metavar="train|test|all",
                    help="also assign this split to the trained centres and score it with the training mapping "

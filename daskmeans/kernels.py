@@ -319,3 +319,159 @@ def candidate_pots(block, closest, candidates, *, scale: float = 1.0):
 def column(a, j: int):
     """``a[:, j]`` as a task (per-chunk state selection)."""
     return a[:, j]
+
+
+# -- Hamerly's bounds: Lloyd's labels with most distances skipped ---------------------
+
+
+def _dot_error(xp, wd, d: int) -> float:
+    """Relative error bound of a length-``d`` dot product in ``wd`` (Higham's gamma_d),
+    with 10% slack for the additions around it."""
+    u = 2.0**-24 if wd == xp.float32 else 2.0**-53
+    return 1.1 * d * u / (1 - d * u)
+
+
+def hamerly_step(block, centers, state=None, shifts=None, half_sep=None, *, scale: float = 1.0, full: bool = False):
+    """One Lloyd iteration with Hamerly's bounds (squared L2 only).
+
+    Each row keeps an upper bound on its distance to its centre and a lower bound
+    on its distance to every other centre (per-chunk state on the workers). A row
+    whose bounds prove its centre is still the nearest, by a margin larger than
+    the worst-case float32 rounding of the distances Lloyd would compute
+    (Higham's gamma_d), keeps its label without any distance being computed, so
+    the labels are exactly those of :func:`lloyd_step`. Only rows that changed
+    cluster move the per-cluster sums, which stay exact.
+
+    Parameters
+    ----------
+    block : array (n, d) of raw values
+    centers : array-like (k, d), centres' units: the centres used this iteration
+    state : tuple or None
+        ``(labels, upper, lower, sqnorms)`` from the previous call on this block
+        (``upper``/``lower``/``sqnorms`` may be None: then every row is computed).
+    shifts : array-like (k,) float64
+        How far each centre moved since ``state`` was made, raw units.
+    half_sep : array-like (k,) float64
+        Half the distance from each centre to its nearest other centre, raw units.
+    full : bool
+        Compute every row and return whole sums (first iteration, or after the
+        client moved a row between clusters to fill an empty one).
+
+    Returns
+    -------
+    state : tuple (labels int32, upper float64, lower float64, sqnorms float64:
+        exact squared norms of the raw rows)
+    partial : tuple (sums (k, d) float64, counts (k,) int64, sq (k,) float64,
+        changed () int64, computed () int64). With ``full`` these are the
+        block's totals (sums of raw rows, counts, sums of squared row norms);
+        otherwise the changes since ``state``.
+    """
+    xp = namespace(block)
+    block = _flat(block, xp)
+    n, d = block.shape
+    k = len(centers)
+    wd = work_dtype(xp, block.dtype)
+    c = _centers_raw(xp, centers, wd, scale)
+    ct, cc = xp.matrix_transpose(c), xp.vecdot(c, c)
+    c64 = xp.astype(c, xp.float64)
+    cmax = xp.sqrt(xp.max(xp.vecdot(c64, c64)))
+    eps = _dot_error(xp, wd, d)
+    old = None if state is None else state[0]
+    have_bounds = state is not None and state[1] is not None and not full
+
+    if have_bounds:
+        _, upper, lower, norms = state
+        sh = xp.asarray(shifts, dtype=xp.float64)
+        a = xp.astype(old, xp.int64)
+        upper = upper + xp.take(sh, a)
+        # every other centre may have come closer by at most the largest other shift
+        order = xp.argsort(-sh, stable=True)
+        top1 = order[0]
+        top2 = sh[order[1]] if k > 1 else xp.asarray(0.0, dtype=xp.float64)
+        lower = lower - xp.where(a == top1, top2, sh[top1])
+        hs = xp.take(xp.asarray(half_sep, dtype=xp.float64), a)
+        two_e = 2 * eps * (xp.sqrt(norms) * (1 + 1e-12) + cmax) ** 2
+        sure = ((upper < hs) & (4 * hs * (hs - upper) > two_e)) | (
+            (lower > upper) & (lower * lower - upper * upper > two_e)
+        )
+        rows = xp.nonzero(~sure)[0]
+    else:
+        rows = None  # all
+        upper = lower = norms = None
+
+    # distances for the rows that need them, exactly as lloyd_step computes them
+    m = n if rows is None else rows.shape[0]
+    new_lab, up_c, lo_c, nrm_c = [], [], [], []
+    sums = xp.zeros((k, d), dtype=xp.float64)
+    counts = xp.zeros((k,), dtype=xp.int64)
+    sq = xp.zeros((k,), dtype=xp.float64)
+    changed = xp.asarray(0, dtype=xp.int64)
+    ids = xp.arange(k, dtype=xp.int32)
+    small_int = _dtype_name(xp, block.dtype) in _SMALL_INTS
+    for s, e in _sub_blocks(m, xp):
+        if e <= s:
+            continue
+        raw = block[s:e, :] if rows is None else xp.take(block, rows[s:e], axis=0)
+        x = xp.astype(raw, wd)
+        part = cc[None, :] - 2 * (x @ ct)
+        lab = xp.astype(xp.argmin(part, axis=1), xp.int32)
+        xx = xp.vecdot(x, x)
+        first = xp.min(part, axis=1)
+        if k > 1:
+            second = xp.min(xp.where(lab[:, None] == ids[None, :], xp.asarray(xp.inf, dtype=wd), part), axis=1)
+        else:
+            second = xp.full(first.shape, xp.inf, dtype=wd)
+        if have_bounds:  # the same rows as before: their squared norms are kept
+            exact_sq = xp.take(norms, rows[s:e])
+        else:
+            r64 = xp.astype(raw, xp.float64)
+            exact_sq = xp.vecdot(r64, r64)  # exact for integer pixels
+        nrm = xp.sqrt(exact_sq) * (1 + 1e-12)
+        err = eps * (nrm + cmax) ** 2  # bounds |what Lloyd computes - the exact squared distance|
+        x64n = xp.astype(xx, xp.float64)  # Lloyd's own ||x||^2
+        up_c.append(xp.sqrt(xp.clip(x64n + xp.astype(first, xp.float64) + err, min=0.0)))
+        lo_c.append(xp.sqrt(xp.clip(x64n + xp.astype(second, xp.float64) - err, min=0.0)))
+        nrm_c.append(exact_sq)
+        new_lab.append(lab)
+        xs = x if small_int else xp.astype(x, xp.float64)
+        member = xp.astype(ids[:, None] == lab[None, :], xs.dtype)
+        if have_bounds:
+            # only rows that changed cluster move the sums: +1 into the new, -1 out of the old
+            o = xp.take(old, rows[s:e])
+            moved = xp.astype(o != lab, xs.dtype)
+            was = xp.astype(ids[:, None] == o[None, :], xs.dtype)
+            delta = (member - was) * moved[None, :]
+            sums = sums + xp.astype(delta @ xs, xp.float64)
+            counts = counts + xp.astype(xp.sum(delta, axis=1), xp.int64)
+            sq = sq + xp.astype(delta, xp.float64) @ exact_sq
+            changed = changed + xp.sum(xp.astype(o != lab, xp.int64))
+        else:
+            sums = sums + xp.astype(member @ xs, xp.float64)
+            counts = counts + xp.sum(xp.astype(ids[:, None] == lab[None, :], xp.int64), axis=1)
+            sq = sq + xp.astype(member, xp.float64) @ exact_sq
+            if old is not None:
+                changed = changed + xp.sum(xp.astype(old[s:e] != lab, xp.int64))
+    if old is None:
+        changed = xp.asarray(n, dtype=xp.int64)
+
+    def _cat(parts, dtype):
+        if not parts:
+            return xp.zeros((0,), dtype=dtype)
+        return parts[0] if len(parts) == 1 else xp.concat(parts)
+
+    lab_c = _cat(new_lab, xp.int32)
+    up_c, lo_c, nrm_c = (_cat(p, xp.float64) for p in (up_c, lo_c, nrm_c))
+    if rows is None:
+        labels, upper, lower, norms = lab_c, up_c, lo_c, nrm_c
+    elif m:
+        # row i of the block is row pos[i] of the recomputed ones (where it was recomputed)
+        need = ~sure
+        pos = xp.clip(xp.cumulative_sum(xp.astype(need, xp.int64)) - 1, min=0)
+        labels = xp.where(need, xp.take(lab_c, pos), old)
+        upper = xp.where(need, xp.take(up_c, pos), upper)
+        lower = xp.where(need, xp.take(lo_c, pos), lower)
+        norms = xp.where(need, xp.take(nrm_c, pos), norms)
+    else:
+        labels = old
+    computed = xp.asarray(m, dtype=xp.int64)
+    return (labels, upper, lower, norms), (sums, counts, sq, changed, computed)

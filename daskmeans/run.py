@@ -37,6 +37,7 @@ class Settings:
     max_iter: int = 300
     tol: float = 1e-4
     metric: str = "l2"
+    algorithm: str = "auto"
     chunk_size: int | None = None
     scheduler: str | None = None  # None: $DASK_SCHEDULER_ADDRESS if set, else threads
     cluster: str | None = None  # a profile of cluster.yaml (--cluster)
@@ -68,6 +69,10 @@ class Settings:
             raise InputError(f"--tol {self.tol}: must be a finite number >= 0 (0 = until no label changes)")
         if self.metric not in _METRICS:
             raise InputError(f"--metric {self.metric!r} is not one of {', '.join(_METRICS)}")
+        if self.algorithm not in ("auto", "lloyd", "hamerly"):
+            raise InputError(f"--algorithm {self.algorithm!r} is not one of auto, lloyd, hamerly")
+        if self.algorithm == "hamerly" and self.metric != "l2":
+            raise InputError("--algorithm hamerly needs --metric l2 (its bounds are Euclidean); use --algorithm lloyd")
         if self.chunk_size is not None and self.chunk_size < 1:
             raise InputError(f"--chunk-size {self.chunk_size}: must be >= 1 row")
         if self.n_init < 1:
@@ -103,6 +108,14 @@ def load_init(path: str, k: int, d: int) -> np.ndarray:
     if not np.all(np.isfinite(arr)):
         raise InputError(f"--init {path}: contains NaN or infinite values; pass finite centres in [0, 1]")
     return arr.reshape(k, d).astype(np.float64)
+
+
+def _algorithm(settings: Settings, backend: str) -> str:
+    """``auto``: Hamerly's bounds (same results, fewer distances) for l2 on NumPy
+    chunks; plain Lloyd for l1, and on CuPy until the bounds are checked on a GPU."""
+    if settings.algorithm != "auto":
+        return settings.algorithm
+    return "hamerly" if settings.metric == "l2" and backend == "numpy" else "lloyd"
 
 
 def run(settings: Settings, *, out_dir=None, on_iteration=None, resume=None) -> dict:
@@ -155,6 +168,7 @@ def run(settings: Settings, *, out_dir=None, on_iteration=None, resume=None) -> 
                 max_iter=settings.max_iter,
                 tol=settings.tol,
                 metric=settings.metric,
+                algorithm=_algorithm(settings, backend),
                 random_state=ckpt.rng,  # RandomState(seed), restored on --resume
                 persist=settings.persist,
             )
@@ -181,6 +195,7 @@ def run(settings: Settings, *, out_dir=None, on_iteration=None, resume=None) -> 
             "daskmeans_version": __version__,
             "settings": asdict(settings),
             "backend": backend,
+            "algorithm": km.algorithm,
             "scheduler": sched_info,
             "data": ds.describe(),
             "n_samples": n,

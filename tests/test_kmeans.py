@@ -12,7 +12,7 @@ from sklearn.cluster import KMeans as SKKMeans
 from sklearn.cluster import kmeans_plusplus as sk_kmeans_plusplus
 from sklearn.datasets import make_blobs
 
-from daskmeans import KMeans
+from daskmeans import KMeans, kernels
 from daskmeans.errors import InputError
 from daskmeans.kmeans import as_rows, kmeans_plusplus
 
@@ -252,3 +252,92 @@ def test_distributed_fit_equals_threads_without_large_graph_warnings(cifar_store
     np.testing.assert_array_equal(km.cluster_centers_, ref.cluster_centers_)
     np.testing.assert_array_equal(labels, ref.labels_.compute())
     assert not [w for w in recwarn.list if "large graph" in str(w.message).lower()]
+
+
+# -- Hamerly's bounds: the same results as Lloyd, with fewer distances -------------------
+
+
+def _same_fit(a, b):
+    np.testing.assert_array_equal(a.cluster_centers_, b.cluster_centers_)
+    np.testing.assert_array_equal(np.asarray(a.labels_ if isinstance(a.labels_, np.ndarray) else a.labels_.compute()),
+                                  np.asarray(b.labels_ if isinstance(b.labels_, np.ndarray) else b.labels_.compute()))
+    assert a.n_iter_ == b.n_iter_ and a.converged_ == b.converged_
+    assert [h["changed"] for h in a.history_] == [h["changed"] for h in b.history_]
+    # Lloyd sums float32 per-row distances, Hamerly uses exact per-cluster sums: close, not equal
+    assert b.inertia_ == pytest.approx(a.inertia_, rel=1e-5)
+    for ha, hb in zip(a.history_, b.history_):
+        assert hb["inertia"] == pytest.approx(ha["inertia"], rel=1e-5)
+
+
+@pytest.mark.parametrize("chunks", CHUNKINGS)
+@pytest.mark.parametrize("seed", [0, 5])
+def test_hamerly_equals_lloyd(pixels, chunks, seed):
+    X, _, _ = pixels
+    lloyd = KMeans(6, random_state=seed, tol=0).fit(chunked(X, chunks))
+    hamerly = KMeans(6, random_state=seed, tol=0, algorithm="hamerly").fit(chunked(X, chunks))
+    _same_fit(lloyd, hamerly)
+    labels = hamerly.labels_.compute()
+    exact = ((X / 255.0 - hamerly.cluster_centers_.astype(np.float64)[labels]) ** 2).sum()
+    assert abs(hamerly.inertia_ - exact) <= abs(lloyd.inertia_ - exact) + 1e-9  # the exact sums help
+    computed = [h["computed"] for h in hamerly.history_]
+    assert computed[0] == 3000 and min(computed) < 3000  # the bounds do skip rows
+
+
+@pytest.mark.data
+def test_hamerly_equals_lloyd_on_real_images(cifar_store):
+    from daskmeans.data import load_cifar10
+
+    X = load_cifar10(str(cifar_store), chunk_size=1500, progress=False).flat()[:6000]
+    lloyd = KMeans(10, random_state=1, tol=0, max_iter=80).fit(X)
+    hamerly = KMeans(10, random_state=1, tol=0, max_iter=80, algorithm="hamerly").fit(X)
+    _same_fit(lloyd, hamerly)
+    assert sum(h["computed"] for h in hamerly.history_) < 0.6 * 6000 * hamerly.n_iter_
+
+
+def test_hamerly_relocation_k1_and_float64(pixels):
+    X, Xs, _ = pixels
+    init = sk_kmeans_plusplus(Xs, 5, random_state=0)[0]
+    init = np.vstack([init, np.full((1, 20), 5.0)])  # an empty cluster at once
+    _same_fit(KMeans(6, init=init).fit(chunked(X, (1000,) * 3)),
+              KMeans(6, init=init, algorithm="hamerly").fit(chunked(X, (1000,) * 3)))
+    _same_fit(KMeans(1, random_state=0).fit(X), KMeans(1, random_state=0, algorithm="hamerly").fit(X))
+    F, _ = make_blobs(2000, n_features=5, centers=4, random_state=3)
+    _same_fit(KMeans(4, random_state=1, chunk_size=300).fit(F),
+              KMeans(4, random_state=1, chunk_size=300, algorithm="hamerly").fit(F))
+
+
+def test_hamerly_resumes_exactly(pixels):
+    X, _, _ = pixels
+    states = []
+    full = KMeans(6, random_state=3, tol=0, algorithm="hamerly").fit(chunked(X, (700,) * 4 + (200,)),
+                                                                    on_iteration=lambda s: states.append(dict(s)))
+    middle = states[len(states) // 2]
+    resumed = KMeans(6, random_state=3, tol=0, algorithm="hamerly").fit(chunked(X, (700,) * 4 + (200,)),
+                                                                       resume=middle)
+    _same_fit(full, resumed)
+
+
+def test_hamerly_kernel_on_a_strict_namespace(pixels):
+    xs = pytest.importorskip("array_api_strict")
+    from daskmeans.backend import to_numpy
+
+    X, _, _ = pixels
+    C = np.random.default_rng(0).uniform(size=(4, 20))
+    ref_state, ref_part = kernels.hamerly_step(X[:500], C, None, scale=1 / 255)
+    st, part = kernels.hamerly_step(xs.asarray(X[:500]), C, None, scale=1 / 255)
+    for a, b in zip(ref_state + ref_part, st + part):
+        np.testing.assert_array_equal(np.asarray(a), to_numpy(b))
+    moved = C + 0.01
+    shifts = np.sqrt(((moved - C) ** 2).sum(1)) * 255 * (1 + 1e-9)
+    hs = np.full(4, 0.0)
+    ref = kernels.hamerly_step(X[:500], moved, ref_state, shifts, hs, scale=1 / 255)
+    got = kernels.hamerly_step(xs.asarray(X[:500]), moved, st, shifts, hs, scale=1 / 255)
+    np.testing.assert_array_equal(np.asarray(ref[0][0]), to_numpy(got[0][0]))
+    np.testing.assert_array_equal(np.asarray(ref[1][0]), to_numpy(got[1][0]))
+    lab, _ = kernels.assign(X[:500], moved, 1 / 255)
+    np.testing.assert_array_equal(np.asarray(ref[0][0]), lab)  # the labels Lloyd gives
+
+
+def test_hamerly_needs_l2(pixels):
+    with pytest.raises(InputError, match="needs metric='l2'"):
+        KMeans(3, metric="l1", algorithm="hamerly").fit(pixels[0])
