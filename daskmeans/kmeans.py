@@ -527,7 +527,7 @@ class KMeans:
         "hamerly" keeps per-row distance bounds on the workers and skips the
         distances they prove unnecessary (with a margin for float32 rounding):
         the same labels, centres and iterations as "lloyd", measured 2.8x
-        faster on CIFAR-10 (``metric="l2"`` only).
+        faster on CIFAR-10 (``metric="l2"`` and uint8 data only).
 
     Attributes
     ----------
@@ -606,6 +606,11 @@ class KMeans:
             raise InputError(f"algorithm={self.algorithm!r} is not one of {', '.join(_ALGORITHMS)}")
         if self.algorithm == "hamerly" and self.metric != "l2":
             raise InputError("algorithm='hamerly' needs metric='l2' (its bounds are Euclidean); use algorithm='lloyd'")
+        if self.algorithm == "hamerly" and np.dtype(X.dtype) not in (np.dtype(np.uint8), np.dtype(np.int8), np.dtype(bool)):
+            # incremental sums equal Lloyd's full sums only when they are exact (small integers)
+            raise InputError(
+                f"algorithm='hamerly' needs uint8 data (exact sums), got {X.dtype}; use algorithm='lloyd'"
+            )
         if isinstance(self.init, str):
             if self.init not in ("k-means++", "random"):
                 raise InputError(f"init={self.init!r} is not 'k-means++', 'random' or an array of centres")
