@@ -6,6 +6,7 @@ Run on a machine with CuPy and a CUDA device::
 
 Prints (and writes as JSON):
 - kernel agreement on one block (labels, exact sums, counts) between NumPy and CuPy;
+- Hamerly's bounds on CuPy chunks: the same centres and labels as Lloyd there;
 - a full fit on the train split with the same initial centres on NumPy chunks,
   CuPy chunks and scikit-learn: per-iteration time (median), agreement of the
   labelings (ARI), largest centre difference, purity from the distributed
@@ -112,6 +113,16 @@ def main():
         res[f"{name}_inertia"] = km.inertia_
         log(name, {k: v for k, v in res.items() if k.startswith(name)})
     if a.backend != "numpy":
+        # Hamerly's bounds on the GPU must give Lloyd's exact result there too
+        Xb = to_backend(X, a.backend).persist()
+        t = time.perf_counter()
+        kh = KMeans(10, init=init, max_iter=a.max_iter, tol=0, algorithm="hamerly").fit(Xb)
+        res["gpu_hamerly_s"] = time.perf_counter() - t
+        res["gpu_hamerly_same_centres_as_lloyd"] = bool(np.array_equal(kh.cluster_centers_, fits[a.backend].cluster_centers_))
+        res["gpu_hamerly_same_labels_as_lloyd"] = bool(
+            np.array_equal(to_numpy(kh.labels_.compute()), to_numpy(fits[a.backend].labels_.compute()))
+        )
+        log("hamerly", {k: v for k, v in res.items() if "hamerly" in k})
         from sklearn.metrics import adjusted_rand_score
 
         g, n = fits[a.backend], fits["numpy"]
