@@ -9,7 +9,8 @@ __version__ = "0.1.0"
 
 from . import config  # noqa: E402,F401  (registers the packaged defaults with dask.config)
 from .errors import DaskmeansError, InputError  # noqa: E402
-from .kmeans import KMeans, kmeans_plusplus  # noqa: E402
+from .estimator import KMeans  # noqa: E402
+from .kmeans import kmeans_plusplus  # noqa: E402
 
 
 def load_cifar10(*args, **kwargs):

@@ -769,7 +769,7 @@ def html_page(report: dict, figures: list, *, per_cluster: list | None = None, t
 def write_extras(path, report: dict, km, ds, *, m: int = 8, max_cluster_pages: int = 100) -> list[Path]:
     """Write the figures (PNG) and ``report.html`` into the run folder ``path``.
 
-    ``km``: the fitted :class:`~daskmeans.kmeans.KMeans`; ``ds``: the
+    ``km``: the fitted :class:`~daskmeans.estimator.KMeans`; ``ds``: the
     :class:`~daskmeans.data.Dataset` it was fitted on. Cluster labels are read
     from ``path/labels.npy`` (written just before) when present, so this works
     after the run's cluster is closed. Returns the files written.

@@ -127,7 +127,7 @@ def run(settings: Settings, *, out_dir=None, on_iteration=None, resume=None) -> 
     from .data import load_cifar10
     from .checkpoint import RunCheckpoint
     from .cluster import scheduler
-    from .kmeans import KMeans
+    from .estimator import KMeans
     from .metrics import contingency, notebook_impurity, scores
     from .outputs import OutputDir, default_out
 
