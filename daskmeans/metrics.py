@@ -35,7 +35,12 @@ from __future__ import annotations
 import math
 import operator
 
+import dask.array as da
 import numpy as np
+from array_api_compat import device as _device
+from scipy.optimize import linear_sum_assignment
+
+from .backend import namespace, to_numpy
 
 __all__ = [
     "contingency_block",
@@ -51,58 +56,9 @@ _ONEHOT_MAX_ROWS = 65_536
 _ONEHOT_MAX_ELEMENTS = 1 << 22
 
 
-# --------------------------------------------------------------------------- #
-# Backend helpers
-# --------------------------------------------------------------------------- #
-def _is_cupy(x) -> bool:
-    return type(x).__module__.startswith("cupy")
-
-
-def _namespace(x):
-    """Array namespace of ``x``: array_api_compat if importable, else a small fallback."""
-    try:
-        from array_api_compat import array_namespace
-    except ImportError:  # pragma: no cover - array_api_compat ships with recent dask/sklearn
-        if _is_cupy(x):
-            import cupy
-
-            return cupy
-        if hasattr(x, "__array_namespace__") and not isinstance(x, np.ndarray):
-            return x.__array_namespace__()
-        return np
-    return array_namespace(x)
-
-
-def _device(x):
-    try:
-        from array_api_compat import device
-    except ImportError:  # pragma: no cover
-        return getattr(x, "device", None)
-    return device(x)
-
-
-def _native_bincount(x):
-    """NumPy's or CuPy's own ``bincount`` for ``x``, or None for other namespaces."""
-    if isinstance(x, np.ndarray):
-        return np.bincount
-    if _is_cupy(x):
-        import cupy
-
-        return cupy.bincount
-    return None
-
-
-def _to_numpy(x) -> np.ndarray:
-    if _is_cupy(x):
-        import cupy
-
-        return cupy.asnumpy(x)
-    if isinstance(x, np.ndarray):
-        return x
-    try:
-        return np.asarray(x)
-    except Exception:  # pragma: no cover - namespaces without __array__
-        return np.from_dlpack(x)
+def _bincount(xp):
+    """The namespace's own ``bincount`` (NumPy, CuPy), or None where the array API has none."""
+    return getattr(xp, "bincount", None)
 
 
 def _check_size(value, name: str) -> int:
@@ -166,7 +122,7 @@ def contingency_block(clusters, classes, k: int, n_classes: int):
     """
     k = _check_size(k, "k")
     n_classes = _check_size(n_classes, "n_classes")
-    xp = _namespace(clusters)
+    xp = namespace(clusters)
     clusters = _as_label_vector(clusters, xp, "clusters")
     classes = _as_label_vector(classes, xp, "classes")
     if clusters.shape[0] != classes.shape[0]:
@@ -188,7 +144,7 @@ def contingency_block(clusters, classes, k: int, n_classes: int):
         )
     flat = xp.where(valid, c * n_classes + y, xp.asarray(-1, dtype=xp.int64, device=_device(c)))
 
-    bincount = _native_bincount(clusters)
+    bincount = _bincount(xp)
     if bincount is not None:
         counts = bincount(flat[valid], minlength=n_cells)
         counts = xp.astype(counts, xp.int64)
@@ -212,8 +168,6 @@ def _block_table(clusters, classes, k, n_classes):
 
 
 def _dask_labels(x, name: str):
-    import dask.array as da
-
     if x.ndim == 2 and x.shape[1] == 1:
         x = x.reshape(-1)
     if x.ndim != 1:
@@ -266,25 +220,21 @@ def contingency(clusters, classes, k: int, n_classes: int, split_every: int = 8)
     TypeError
         Non-integer labels.
     """
-    import dask.array as da
-
     k = _check_size(k, "k")
     n_classes = _check_size(n_classes, "n_classes")
     split_every = operator.index(split_every)
     if split_every < 2:
         raise ValueError(f"split_every must be >= 2, got {split_every}")
 
-    c_is_dask = isinstance(clusters, da.Array)
-    y_is_dask = isinstance(classes, da.Array)
-    if not c_is_dask and not y_is_dask:
-        return _to_numpy(contingency_block(clusters, classes, k, n_classes)).astype(
+    if not isinstance(clusters, da.Array) and not isinstance(classes, da.Array):
+        return to_numpy(contingency_block(clusters, classes, k, n_classes)).astype(
             np.int64, copy=False
         )
-    if not c_is_dask:
-        clusters = da.asarray(clusters)
-    if not y_is_dask:
-        classes = da.asarray(classes)
+    return _dask_contingency(da.asarray(clusters), da.asarray(classes), k, n_classes, split_every)
 
+
+def _dask_contingency(clusters, classes, k: int, n_classes: int, split_every: int) -> np.ndarray:
+    """:func:`contingency` on two dask label arrays: per-block tables summed in a tree, one compute."""
     clusters = _dask_labels(clusters, "clusters")
     classes = _dask_labels(classes, "classes")
     if clusters.shape[0] != classes.shape[0]:
@@ -293,7 +243,6 @@ def contingency(clusters, classes, k: int, n_classes: int, split_every: int = 8)
         )
     if classes.chunks != clusters.chunks:
         classes = classes.rechunk(clusters.chunks)
-
     nblocks = clusters.numblocks[0]
     meta = np.empty_like(clusters._meta, shape=(0, 0, 0), dtype=np.int64)
     partial = da.map_blocks(
@@ -310,7 +259,7 @@ def contingency(clusters, classes, k: int, n_classes: int, split_every: int = 8)
     )
     table = partial.sum(axis=0, dtype=np.int64, split_every=split_every)
     result = table.compute()
-    return _to_numpy(result).astype(np.int64, copy=False).reshape(k, n_classes)
+    return to_numpy(result).astype(np.int64, copy=False).reshape(k, n_classes)
 
 
 # --------------------------------------------------------------------------- #
@@ -318,9 +267,7 @@ def contingency(clusters, classes, k: int, n_classes: int, split_every: int = 8)
 # --------------------------------------------------------------------------- #
 def _as_table(table) -> np.ndarray:
     """Validate a contingency table: 2-D, non-negative integer counts -> int64 NumPy."""
-    if _is_cupy(table):
-        table = _to_numpy(table)
-    t = np.asarray(table)
+    t = np.asarray(to_numpy(table))
     if t.ndim != 2:
         raise ValueError(f"contingency table must be 2-D (clusters x classes), got shape {t.shape}")
     if t.dtype == bool or not (np.issubdtype(t.dtype, np.integer) or np.issubdtype(t.dtype, np.floating)):
@@ -381,8 +328,6 @@ def _hungarian(t: np.ndarray) -> tuple[int, np.ndarray]:
 
     Returns (matched count, matching array of shape (k,), -1 = unmatched/empty).
     """
-    from scipy.optimize import linear_sum_assignment
-
     k = t.shape[0]
     matching = np.full(k, -1, dtype=np.int64)
     nonempty = np.flatnonzero(t.sum(axis=1) > 0)
@@ -502,18 +447,38 @@ def scores(table) -> dict:
         Degenerate cases follow scikit-learn 1.9; see the module docstring.
     """
     t = _as_table(table)
-    k = t.shape[0]
     n = int(t.sum())
     rows = t.sum(axis=1)  # cluster sizes
     cols = t.sum(axis=0)  # class sizes
-    n_clusters = int(np.count_nonzero(rows))
-    n_labels = int(np.count_nonzero(cols))
+    info = _information_scores(t, rows, cols, n)
+    matched, matching = _hungarian(t)
+    if n:
+        purity = float(t.max(axis=1).sum() / n) if t.shape[1] else 0.0
+        inverse_purity = float(t.max(axis=0).sum() / n) if t.shape[0] else 0.0
+        matched_accuracy = matched / n
+    else:
+        purity = inverse_purity = matched_accuracy = None
+    return {
+        "n_samples": n,
+        "purity": purity,
+        "matched_accuracy": matched_accuracy,
+        "nmi": info["nmi"],
+        "ari": float(_ari(t, rows, cols, n)),
+        "homogeneity": info["homogeneity"],
+        "completeness": info["completeness"],
+        "v_measure": info["v_measure"],
+        "inverse_purity": inverse_purity,
+        **_size_scores(t, rows),
+        "matching": [int(c) for c in matching],
+    }
 
-    # Information-theoretic scores (labels_true = classes, labels_pred = clusters).
+
+def _information_scores(t: np.ndarray, rows: np.ndarray, cols: np.ndarray, n: int) -> dict:
+    """NMI, homogeneity, completeness, V-measure (labels_true = classes, labels_pred = clusters)."""
     h_classes = _entropy(cols, n)
     h_clusters = _entropy(rows, n)
     mi = _mutual_info(t, rows, cols, n) if n else 0.0
-    if n == 0 or n_clusters == n_labels == 1:
+    if n == 0 or np.count_nonzero(rows) == np.count_nonzero(cols) == 1:
         nmi = 1.0
     elif mi == 0.0:
         nmi = 0.0
@@ -528,22 +493,16 @@ def scores(table) -> dict:
             v_measure = 0.0
         else:
             v_measure = 2.0 * homogeneity * completeness / (homogeneity + completeness)
+    return {"nmi": float(nmi), "homogeneity": float(homogeneity), "completeness": float(completeness),
+            "v_measure": float(v_measure)}
 
-    ari = _ari(t, rows, cols, n)
 
-    matched, matching = _hungarian(t)
-    if n:
-        purity = float(t.max(axis=1).sum() / n) if t.shape[1] else 0.0
-        inverse_purity = float(t.max(axis=0).sum() / n) if k else 0.0
-        matched_accuracy = matched / n
-    else:
-        purity = inverse_purity = matched_accuracy = None
-
+def _size_scores(t: np.ndarray, rows: np.ndarray) -> dict:
+    """Per-cluster sizes, purity and majority class, and how unbalanced the sizes are."""
+    k = t.shape[0]
     nonempty = rows > 0
     if t.shape[1]:
-        cluster_purity = [
-            float(t[i].max() / rows[i]) if nonempty[i] else None for i in range(k)
-        ]
+        cluster_purity = [float(t[i].max() / rows[i]) if nonempty[i] else None for i in range(k)]
     else:
         cluster_purity = [None] * k
     sizes_ne = rows[nonempty].astype(np.float64)
@@ -552,22 +511,11 @@ def scores(table) -> dict:
         size_cv = float(sizes_ne.std() / sizes_ne.mean())
     else:
         size_imbalance = size_cv = None
-
     return {
-        "n_samples": n,
-        "purity": purity,
-        "matched_accuracy": matched_accuracy,
-        "nmi": float(nmi),
-        "ari": float(ari),
-        "homogeneity": float(homogeneity),
-        "completeness": float(completeness),
-        "v_measure": float(v_measure),
-        "inverse_purity": inverse_purity,
         "cluster_sizes": [int(s) for s in rows],
         "cluster_purity": cluster_purity,
         "majority_class": [int(c) for c in majority_mapping(t)],
-        "empty_clusters": int(k - n_clusters),
+        "empty_clusters": int(k - np.count_nonzero(rows)),
         "size_imbalance": size_imbalance,
         "size_cv": size_cv,
-        "matching": [int(c) for c in matching],
     }

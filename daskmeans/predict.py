@@ -23,7 +23,16 @@ from pathlib import Path
 
 import numpy as np
 
+from .backend import resolve as resolve_backend
+from .backend import to_backend, to_numpy
+from .cluster import check_where
+from .cluster import scheduler as open_scheduler
+from .data import load_cifar10
 from .errors import InputError
+from .kmeans import _METRICS, as_rows, predict_labels
+from .metrics import contingency, majority_mapping, scores
+from .outputs import OutputDir
+from .report import fig_contingency
 
 logger = logging.getLogger("daskmeans")
 
@@ -60,8 +69,6 @@ def heldout_scores(table, train_table) -> dict:
     ``purity_refit`` and ``matched_accuracy_refit`` (optimistic). NMI, ARI,
     homogeneity, completeness and V-measure need no mapping.
     """
-    from .metrics import majority_mapping, scores
-
     t = np.asarray(table, dtype=np.int64)
     tr = np.asarray(train_table, dtype=np.int64)
     if t.shape != tr.shape:
@@ -93,10 +100,6 @@ def apply_centroids(ds, centers, *, metric: str = "l2", backend: str = "numpy", 
         (:func:`heldout_scores` when ``train_table`` is given, else
         :func:`~daskmeans.metrics.scores`), ``seconds``.
     """
-    from .backend import to_backend, to_numpy
-    from .kmeans import as_rows, predict_labels
-    from .metrics import contingency, scores
-
     t0 = time.perf_counter()
     centers = np.asarray(centers)
     X = as_rows(to_backend(ds.flat(), backend))
@@ -212,11 +215,6 @@ def predict(run, *, data=None, split: str = "test", subset=None, seed: int = 0, 
     Returns a dict: ``labels`` (NumPy int32), and the report entries of
     :func:`apply_centroids` plus ``run``, ``k``, ``metric``, ``class_names``.
     """
-    from .backend import resolve as resolve_backend
-    from .cluster import check_where, scheduler as open_scheduler
-    from .data import load_cifar10
-    from .kmeans import _METRICS
-
     if split not in ("train", "test", "all"):
         raise InputError(f"--split {split!r} is not one of train, test, all")
     if subset is not None and subset < 1:
@@ -284,8 +282,6 @@ def _f(x):
 # Command line
 # --------------------------------------------------------------------------- #
 def cmd_predict(args) -> int:
-    from .outputs import OutputDir
-
     out_dir = OutputDir(args.out, overwrite=args.overwrite) if args.out else None  # checked before the work
     try:
         res = predict(
@@ -297,15 +293,10 @@ def cmd_predict(args) -> int:
         if out_dir is not None:
             out_dir.write_npy("labels.npy", labels)
             out_dir.write_json("report.json", res)
-            try:
-                from .report import fig_contingency
-
-                (out_dir.path / "contingency.png").write_bytes(
-                    fig_contingency(res["contingency"], res["class_names"],
-                                    title=f"{res['split']} split assigned to {Path(res['run']).name}")
-                )
-            except ImportError:  # pragma: no cover - matplotlib is a dependency
-                pass
+            (out_dir.path / "contingency.png").write_bytes(
+                fig_contingency(res["contingency"], res["class_names"],
+                                title=f"{res['split']} split assigned to {Path(res['run']).name}")
+            )
             res["out"] = str(out_dir.commit())
     except BaseException:
         if out_dir is not None:
