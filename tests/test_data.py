@@ -22,7 +22,7 @@ import pytest
 from PIL import Image
 
 from daskmeans.data import Dataset, ingest, load_cifar10, resolve_source
-from daskmeans.data import safety, store as store_mod
+from daskmeans.data import fetch as fetch_mod, safety, store as store_mod
 from daskmeans.errors import DataError, InputError
 
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
@@ -510,16 +510,27 @@ def test_interrupted_ingest_leaves_nothing(tmp_path, monkeypatch, data_env):
     assert_cache_clean(data_env)
 
 
+def _dead_pid() -> int:
+    import subprocess
+
+    p = subprocess.Popen([sys.executable, "-c", "pass"])
+    p.wait()
+    return p.pid
+
+
 def test_stale_tmp_cleaned_and_race_lost(tmp_path, monkeypatch, data_env):
+    import subprocess
+
     src, _ = make_official_tar(tmp_path)
     final = store_mod.store_path(src, data_env)
     final.parent.mkdir(parents=True)
-    stale = final.parent / f"{final.name}.tmp-1-dead"
-    fresh = final.parent / f"{final.name}.tmp-2-busy"
+    # Staging of a killed ingest (its pid is gone) and of a running one (a live child).
+    busy = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    stale = final.parent / f".{final.name}.tmp-{_dead_pid()}-dead"
+    fresh = final.parent / f".{final.name}.tmp-{busy.pid}-busy"
     stale.mkdir()
     fresh.mkdir()
-    old = time.time() - 2 * store_mod.STALE_TMP_SECONDS
-    os.utime(stale, (old, old))
+    request_cleanup = busy
 
     # Simulate a concurrent ingest that finishes first: it renames its store into place.
     real_write = store_mod._write_store
@@ -531,15 +542,21 @@ def test_stale_tmp_cleaned_and_race_lost(tmp_path, monkeypatch, data_env):
         os.rename(other, final)
 
     monkeypatch.setattr(store_mod, "_write_store", racing)
-    assert ingest(src, progress=False) == final
-    left = sorted(p.name for p in final.parent.iterdir())
-    assert left == sorted([final.name, fresh.name])  # stale removed, ours removed, fresh kept
+    try:
+        assert ingest(src, progress=False) == final
+        left = sorted(p.name for p in final.parent.iterdir())
+        assert left == sorted([final.name, fresh.name])  # stale removed, ours removed, fresh kept
+    finally:
+        request_cleanup.kill()
+        request_cleanup.wait()
 
 
 # --- finding and downloading ------------------------------------------------------------
 
 
 def test_resolve_source_order(tmp_path, monkeypatch, data_env):
+    # Cached archives are served only when they are the official one: here b"x" stands for it.
+    monkeypatch.setattr(fetch_mod, "ARCHIVE_MD5", hashlib.md5(b"x").hexdigest())
     home_keras = tmp_path / "home" / ".keras" / "datasets"
     keras_tgz = home_keras / "cifar-10-batches-py.tar.gz"
     keras_tgz.parent.mkdir(parents=True)
@@ -550,7 +567,7 @@ def test_resolve_source_order(tmp_path, monkeypatch, data_env):
     (data_env / "cifar-10-batches-py").mkdir(parents=True)
     assert resolve_source() == (data_env / "cifar-10-batches-py").resolve()
     (data_env / "cifar-10-python.tar.gz").write_bytes(b"x")
-    assert resolve_source() == (data_env / "cifar-10-python.tar.gz").resolve()
+    assert resolve_source() == (data_env / "cifar-10-python.tar.gz").resolve()  # md5(b"x") patched in
     monkeypatch.setenv("DASKMEANS_DATA", str(tmp_path))
     assert resolve_source() == tmp_path.resolve()
     assert resolve_source(tmp_path / "home") == (tmp_path / "home").resolve()
@@ -589,12 +606,12 @@ class _Server:
         self.httpd.server_close()
 
 
-def test_download_verified(tmp_path, data_env):
+def test_download_verified(tmp_path, data_env, monkeypatch):
     src, batches = make_official_tar(tmp_path)
     payload = src.read_bytes()
-    with _Server(payload) as srv, dask.config.set(
-        {"daskmeans.download.url": srv.url, "daskmeans.download.md5": hashlib.md5(payload).hexdigest()}
-    ):
+    # The md5 is a constant, not a setting: the test archive stands in for the official one.
+    monkeypatch.setattr(fetch_mod, "ARCHIVE_MD5", hashlib.md5(payload).hexdigest())
+    with _Server(payload) as srv, dask.config.set({"daskmeans.download.url": srv.url}):
         got = resolve_source(progress=False)
         assert got == (data_env / "cifar-10-python.tar.gz").resolve()
         assert got.read_bytes() == payload
@@ -606,13 +623,12 @@ def test_download_verified(tmp_path, data_env):
 
 def test_download_md5_mismatch(tmp_path, data_env):
     payload = b"definitely not cifar"
-    with _Server(payload) as srv, dask.config.set(
-        {"daskmeans.download.url": srv.url, "daskmeans.download.md5": "0" * 32}
-    ):
+    # Config cannot switch the check off (an empty md5 was once accepted).
+    with _Server(payload) as srv, dask.config.set({"daskmeans.download.url": srv.url, "daskmeans.download.md5": ""}):
         with pytest.raises(DataError) as err:
             resolve_source(progress=False)
     msg = assert_one_line(err)
-    assert hashlib.md5(payload).hexdigest() in msg and "0" * 32 in msg
+    assert hashlib.md5(payload).hexdigest() in msg and fetch_mod.ARCHIVE_MD5 in msg
     assert list(data_env.iterdir()) == []
 
 

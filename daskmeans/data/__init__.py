@@ -7,6 +7,14 @@
 A source (official archive, its folder, an image-folder tree or tarball, or
 Keras) is ingested once into ``<cache>/stores/``; later runs open that store
 lazily, so workers read only their own chunks.
+
+On a cluster whose workers share no disk, ingest once to an object store and
+pass its URL; every worker then reads its own chunks from there::
+
+    ingest("cifar10-images.tar.gz", to="s3://bucket/cifar10.zarr")   # doctest: +SKIP
+    load_cifar10("s3://bucket/cifar10.zarr")                          # doctest: +SKIP
+
+URLs take fsspec options from config ``daskmeans.storage-options``.
 """
 
 from __future__ import annotations
@@ -22,7 +30,7 @@ from .. import config
 from ..errors import DataError, InputError
 from .fetch import resolve_source
 from .sources import CIFAR10_CLASSES
-from .store import check_store, ingest_source, is_store, open_split, read_attrs
+from .store import check_store, ingest_source, ingest_to, is_store, is_url, local_path, open_split, read_attrs
 
 __all__ = ["CIFAR10_CLASSES", "Dataset", "ingest", "load_cifar10", "resolve_source"]
 
@@ -46,7 +54,7 @@ class Dataset:
     source : str
         Where the data came from: a path, or ``"keras"``.
     store : str
-        Path of the Zarr store the arrays read from.
+        Path or URL of the Zarr store the arrays read from.
     indices : numpy.ndarray or None
         Sorted rows of the split that this subset took; ``None`` for the whole split.
     """
@@ -128,39 +136,115 @@ class Dataset:
         }
 
 
+def _default_local_cache() -> Path:
+    env = os.environ.get("DASKMEANS_CACHE")
+    if env and not is_url(env):
+        return Path(env).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "daskmeans"
+
+
+def _caches(cache_dir) -> tuple[Path, str | None]:
+    """``(local cache folder, URL for stores or None)``.
+
+    A cache given as a URL (argument, config ``daskmeans.cache-dir`` or
+    ``$DASKMEANS_CACHE``) keeps the stores there; downloads and the table of
+    file hashes stay in a local cache folder.
+    """
+    where = cache_dir if cache_dir is not None else (config.get("cache-dir") or os.environ.get("DASKMEANS_CACHE"))
+    if where is not None and is_url(os.fspath(where)):
+        url = os.fspath(where)
+        path = local_path(url)
+        if path is None:
+            return _default_local_cache(), url.rstrip("/")
+        return path, None
+    if cache_dir is not None:
+        return Path(cache_dir).expanduser(), None
+    return config.cache_dir(), None
+
+
 def _cache(cache_dir) -> Path:
-    return Path(cache_dir).expanduser() if cache_dir is not None else config.cache_dir()
+    return _caches(cache_dir)[0]
 
 
-def ingest(data, cache_dir=None, progress: bool = True) -> Path:
-    """Ingest a source into the cache (once) and return its store path.
+def ingest(data, cache_dir=None, progress: bool = True, to: str | None = None) -> Path | str:
+    """Ingest a source into the cache (once), or to ``to``, and return its store.
 
     Parameters
     ----------
     data : path-like, str or None
-        A source (see :func:`resolve_source`), ``"keras"``, an existing store,
-        or ``None`` to search for / download CIFAR-10.
-    cache_dir : path-like, optional
-        Cache folder; default :func:`daskmeans.config.cache_dir`.
+        A source (see :func:`resolve_source`), ``"keras"``, an existing store
+        (a folder or a URL: ``s3://``, ``gs://``, ``http(s)://``, ``file://``),
+        or ``None`` to search for / download CIFAR-10. ``file://`` URLs are local paths.
+    cache_dir : path-like or str, optional
+        Cache folder; default :func:`daskmeans.config.cache_dir`. A URL
+        (``s3://bucket/cache``) keeps the stores there, under ``stores/``.
     progress : bool
         Show progress lines on stderr.
+    to : str, optional
+        Write the store here instead of the cache: a URL (``s3://bucket/cifar10.zarr``)
+        or a folder. Reused when it already holds this source's complete store;
+        anything else there is refused.
 
     Returns
     -------
-    pathlib.Path
-        The complete Zarr store (the source itself when it already is one).
+    pathlib.Path or str
+        The complete Zarr store (the source itself when it already is one); a
+        URL string for a store in an object store.
 
     Raises
     ------
     DataError
-        When the source is missing, unreadable, corrupted, unsafe or of the wrong layout.
+        When the source is missing, unreadable, corrupted, unsafe or of the wrong
+        layout, or a URL is unreachable or taken.
     """
-    cache = _cache(cache_dir)
+    cache, remote = _caches(cache_dir)
+    if isinstance(data, str) and is_url(data):
+        path = local_path(data)
+        if path is None:
+            if not is_store(data):
+                raise DataError(
+                    f"--data {data}: no daskmeans store at this URL (a URL must name an ingested store); "
+                    "ingest the source first: daskmeans ingest --data FILE --to URL"
+                )
+            check_store(data)
+            return data.rstrip("/")
+        data = path
     source = resolve_source(data, progress=progress, cache_dir=cache)
     if source != "keras" and is_store(source):
         check_store(source)
         return Path(source)
+    if to is not None:
+        target = os.fspath(to)
+        path = local_path(target) if is_url(target) else Path(target).expanduser()
+        if path is None:
+            return ingest_to(source, target, cache, progress=progress)
+        return _ingest_to_folder(source, path, cache, progress)
+    if remote is not None:
+        from .store import fingerprint, store_path
+
+        fp = fingerprint(source, cache)
+        return ingest_to(source, f"{remote}/stores/{store_path(source, cache, fp).name}", cache, progress, fp)
     return ingest_source(source, cache, progress=progress)
+
+
+def _ingest_to_folder(source, folder: Path, cache: Path, progress: bool) -> Path:
+    """Ingest into the cache, then copy the store to ``folder`` (atomically, never over other files)."""
+    import shutil
+
+    from ..atomic import atomic_path
+
+    store = ingest_source(source, cache, progress=progress)
+    attrs = read_attrs(folder)
+    if attrs is not None and attrs.get("fingerprint") == read_attrs(store).get("fingerprint"):
+        check_store(folder)
+        return folder
+    if folder.exists():
+        raise DataError(f"--to {folder}: already exists; pass a new folder name or delete that one first")
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(folder) as tmp:
+        shutil.copytree(store, tmp)
+    return folder
 
 
 def load_cifar10(data=None, split: str = "train", chunk_size=None, cache_dir=None, progress: bool = True) -> Dataset:

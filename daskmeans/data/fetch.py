@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
 import os
-import secrets
+import stat
 import sys
 import time
 import urllib.error
@@ -13,12 +14,31 @@ import urllib.request
 from pathlib import Path
 
 from .. import config
+from ..atomic import sweep_stale, temporary_name
 from ..errors import DataError
+from .safety import special_kind
 
-__all__ = ["ARCHIVE_NAME", "HINT", "Progress", "download", "resolve_source", "search_places"]
+__all__ = [
+    "ARCHIVE_BYTES",
+    "ARCHIVE_MD5",
+    "ARCHIVE_NAME",
+    "HINT",
+    "Progress",
+    "download",
+    "file_md5",
+    "resolve_source",
+    "search_places",
+]
+
+logger = logging.getLogger("daskmeans")
 
 #: File name of the official archive, in the cache and in downloads.
 ARCHIVE_NAME = "cifar-10-python.tar.gz"
+#: md5 of the official archive, published with it. A constant, not a setting: whatever
+#: URL it is downloaded from, and whatever the cache holds, must match it.
+ARCHIVE_MD5 = "c58f30108f718f92721af3b95e74349a"
+#: Size of the official archive in bytes; a download that sends more is cut off.
+ARCHIVE_BYTES = 170_498_071
 
 #: The fix offered whenever no usable source was found.
 HINT = (
@@ -131,11 +151,48 @@ def _check_path(data, label: str = "--data ") -> Path | str:
     if str(data) == "keras":
         return "keras"
     path = Path(os.fspath(data)).expanduser()
-    if not path.exists():
-        raise DataError(f"{label}{data}: no such file or folder; {HINT}")
+    try:
+        mode = path.stat().st_mode  # follows links: what would be read
+    except FileNotFoundError:
+        raise DataError(f"{label}{data}: no such file or folder; {HINT}") from None
+    except OSError as e:
+        raise DataError(f"{label}{data}: cannot read ({e.strerror or e}); {HINT}") from None
+    if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+        # /dev/zero, a FIFO or a socket would hang or never end while being hashed.
+        raise DataError(f"{label}{data}: {special_kind(mode)}, not a file or folder; {HINT}")
     if not os.access(path, os.R_OK) or (path.is_dir() and not os.access(path, os.X_OK)):
         raise DataError(f"{label}{data}: permission denied; make it readable or {HINT}")
     return path.resolve()
+
+
+def file_md5(path: Path) -> str:
+    """Hex md5 of a regular file's content."""
+    h = hashlib.md5()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _verified(path: Path, ours: bool) -> bool:
+    """Whether ``path`` (a cached copy of the official archive) is the official archive.
+
+    A copy in our cache that is not (forged, truncated, corrupted) is removed and
+    refused; one in Keras's cache is skipped (not ours to remove).
+    """
+    try:
+        ok = path.is_file() and file_md5(path) == ARCHIVE_MD5
+    except OSError:
+        ok = False
+    if ok or not ours:
+        if not ok:
+            logger.warning("%s is not the official CIFAR-10 archive (md5 differs); skipped", path)
+        return ok
+    path.unlink(missing_ok=True)
+    raise DataError(
+        f"cache {path}: not the official CIFAR-10 archive (md5 differs from {ARCHIVE_MD5}: forged, "
+        f"corrupted or cut short); removed it; run again to download the official archive, or {HINT}"
+    )
 
 
 def resolve_source(data=None, progress: bool = True, cache_dir=None) -> Path | str:
@@ -173,7 +230,9 @@ def resolve_source(data=None, progress: bool = True, cache_dir=None) -> Path | s
         if label == "$DASKMEANS_DATA":
             return _check_path(os.environ["DASKMEANS_DATA"], label="DASKMEANS_DATA=")
         if path.exists():
-            return path.resolve()
+            if path.name.endswith(".tar.gz") and not _verified(path, ours=label == "cache"):
+                continue
+            return _check_path(path, label=f"{label} ")
     searched = ", ".join(
         f"{label} {path}" if path is not None else f"{label} (unset)" for label, path in places
     )
@@ -184,8 +243,10 @@ def download(cache_dir: Path, progress: bool = True, searched: str | None = None
     """Download the official archive into ``cache_dir`` and verify its md5.
 
     The file is written to a temporary name and moved to
-    ``<cache_dir>/cifar-10-python.tar.gz`` only once its md5 matches config
-    ``daskmeans.download.md5``; on any failure the temporary file is removed.
+    ``<cache_dir>/cifar-10-python.tar.gz`` only once its md5 matches
+    :data:`ARCHIVE_MD5` (whatever config ``daskmeans.download.url`` names, a
+    mirror or a ``file://`` copy); on any failure the temporary file is removed.
+    A transfer longer than the official archive is cut off.
 
     Parameters
     ----------
@@ -207,17 +268,20 @@ def download(cache_dir: Path, progress: bool = True, searched: str | None = None
         When the server cannot be reached, the transfer fails, or the md5 differs.
     """
     url = config.get("download.url")
-    expected = str(config.get("download.md5") or "").lower()
+    expected = ARCHIVE_MD5
     timeout = float(config.get("download.timeout") or 60)
     cache_dir = Path(cache_dir)
     final = cache_dir / ARCHIVE_NAME
-    tmp = cache_dir / f".{ARCHIVE_NAME}.part-{os.getpid()}-{secrets.token_hex(4)}"
+    tmp = temporary_name(final)
     md5 = hashlib.md5()
     try:
         cache_dir.mkdir(parents=True, exist_ok=True)
+        sweep_stale(cache_dir, ARCHIVE_NAME)  # partial downloads of killed runs
         with urllib.request.urlopen(url, timeout=timeout) as resp, open(tmp, "wb") as out:
             length = resp.headers.get("Content-Length")
             total = int(length) if length and length.isdigit() else None
+            if total is not None and total > ARCHIVE_BYTES:
+                raise OSError(f"the server announces {total:,} bytes, the official archive has {ARCHIVE_BYTES:,}")
             with Progress(total, f"downloading {url}", progress, unit="bytes") as bar:
                 while True:
                     block = resp.read(1 << 20)
@@ -226,6 +290,8 @@ def download(cache_dir: Path, progress: bool = True, searched: str | None = None
                     out.write(block)
                     md5.update(block)
                     bar.update(len(block))
+                    if bar.done > ARCHIVE_BYTES:
+                        raise OSError(f"more than the official archive's {ARCHIVE_BYTES:,} bytes")
             if total is not None and bar.done != total:
                 raise OSError(f"connection closed after {bar.done} of {total} bytes")
     except (urllib.error.URLError, OSError, ValueError) as e:
@@ -239,7 +305,7 @@ def download(cache_dir: Path, progress: bool = True, searched: str | None = None
         tmp.unlink(missing_ok=True)  # Ctrl-C: leave nothing half-written
         raise
     got = md5.hexdigest()
-    if expected and got != expected:
+    if got != expected:
         tmp.unlink(missing_ok=True)
         raise DataError(
             f"downloaded {url} has md5 {got}, expected {expected} (corrupted or changed "

@@ -8,14 +8,20 @@ pixels (plus, for archives, the still-compressed member bytes) is held at once.
 Accepted sources: the official ``cifar-10-python.tar.gz``, its extracted
 ``cifar-10-batches-py/`` folder (or a parent holding it), an image-folder tree
 ``<root>/{train,test}/<class>/*.png|jpg|jpeg`` (or ``<root>/<class>/...`` as a
-single "train" split), a tarball of such a tree, and ``"keras"``.
+single "train" split), a tarball or zip of such a tree, and ``"keras"``.
+
+Every read is bounded: batch files and images by size (:data:`MAX_BATCH_BYTES`,
+:data:`MAX_IMAGE_BYTES`), archives also in total and by compression ratio
+(:mod:`daskmeans.data.safety`); special files (devices, FIFOs) are never read.
 """
 
 from __future__ import annotations
 
 import io
+import logging
 import os
 import re
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +31,7 @@ import numpy as np
 
 from ..errors import DataError
 from .fetch import HINT, Progress
-from .safety import iter_tar_members, safe_loads
+from .safety import iter_archive_members, read_regular_file, safe_loads
 
 __all__ = [
     "CIFAR10_CLASSES",
@@ -46,11 +52,20 @@ CIFAR10_CLASSES = (
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
 TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz")
+ARCHIVE_SUFFIXES = (*TAR_SUFFIXES, ".zip")
 SHAPE = (32, 32, 3)
 TRAIN_BATCHES = tuple(f"data_batch_{i}" for i in range(1, 6))
 BATCH_NAMES = (*TRAIN_BATCHES, "test_batch", "batches.meta")
 #: Rows decoded per piece: a multiple of the store's 1024-row chunks.
 PIECE_ROWS = 4096
+#: Rows in each official batch (``num_cases_per_batch`` may say fewer, never more).
+BATCH_ROWS = 10_000
+#: Largest official batch file accepted (an official batch is ~31 MB).
+MAX_BATCH_BYTES = 64 * 2**20
+#: Largest image file accepted (a 32x32 PNG or JPEG is a few KB).
+MAX_IMAGE_BYTES = 2**20
+
+logger = logging.getLogger("daskmeans")
 
 
 @dataclass
@@ -71,8 +86,8 @@ class SourceData:
 
 
 def is_tarball(path: Path) -> bool:
-    """Whether ``path``'s name ends in a tar suffix (``.tar``, ``.tar.gz``, ``.tgz``, ...)."""
-    return path.name.lower().endswith(TAR_SUFFIXES)
+    """Whether ``path``'s name ends in an archive suffix (``.tar``, ``.tar.gz``, ``.tgz``, ``.zip``, ...)."""
+    return path.name.lower().endswith(ARCHIVE_SUFFIXES)
 
 
 def describe_source(source) -> str:
@@ -131,10 +146,7 @@ def _read_official_dir(folder: Path) -> SourceData:
         )
     blobs = {}
     for name in BATCH_NAMES:
-        try:
-            blobs[name] = (folder / name).read_bytes()
-        except OSError as e:
-            raise DataError(f"{folder / name}: cannot read ({e.strerror or e}); check permissions") from None
+        blobs[name] = read_regular_file(folder / name, MAX_BATCH_BYTES, "CIFAR-10 batch file")
     return _official_from_blobs(blobs, {n: str(folder / n) for n in BATCH_NAMES})
 
 
@@ -150,13 +162,14 @@ def _official_from_blobs(blobs: dict, origins: dict) -> SourceData:
         class_names = tuple(n.decode("ascii") if isinstance(n, bytes) else str(n) for n in names)
     except (TypeError, UnicodeDecodeError):
         raise DataError(f"{meta_origin}: label_names is not a list of names; not a CIFAR-10 archive") from None
-    if not class_names:
-        raise DataError(f"{meta_origin}: label_names is empty; not a CIFAR-10 archive")
+    if not class_names or len(class_names) > 1000:
+        raise DataError(f"{meta_origin}: {len(class_names)} label_names; not a CIFAR-10 archive")
+    rows = _meta_rows(meta, meta_origin)
     arrays = {}
     for name in (*TRAIN_BATCHES, "test_batch"):
         origin = origins[name]
         # Pop as we go so each raw pickle is released once decoded.
-        arrays[name] = _decode_batch(safe_loads(blobs.pop(name), origin), origin, len(class_names))
+        arrays[name] = _decode_batch(safe_loads(blobs.pop(name), origin), origin, len(class_names), rows)
 
     def pieces(names):
         def gen():
@@ -182,20 +195,38 @@ def _get(obj, key: str, origin: str):
     raise DataError(f"{origin}: no {key!r} entry; not a CIFAR-10 batch (crafted or corrupted archive)")
 
 
-def _decode_batch(batch, origin: str, n_classes: int) -> tuple[np.ndarray, np.ndarray]:
+def _meta_rows(meta, origin: str) -> int:
+    """Rows every batch must hold: ``num_cases_per_batch`` (10,000 in the official archive)."""
+    rows = _get(meta, "num_cases_per_batch", origin)
+    if type(rows) is not int or not 1 <= rows <= BATCH_ROWS:
+        raise DataError(
+            f"{origin}: num_cases_per_batch {rows!r:.40} is not 1..{BATCH_ROWS:,}; "
+            "not a CIFAR-10 batch (crafted or corrupted archive)"
+        )
+    if isinstance(meta, dict) and any(k in meta for k in (b"num_vis", "num_vis")):
+        vis = _get(meta, "num_vis", origin)
+        if vis != 3072:
+            raise DataError(f"{origin}: num_vis {vis!r:.40} is not 3072; not a CIFAR-10 batch (crafted or corrupted archive)")
+    return rows
+
+
+def _decode_batch(batch, origin: str, n_classes: int, rows: int) -> tuple[np.ndarray, np.ndarray]:
     data = _get(batch, "data", origin)
     labels = _get(batch, "labels", origin)
     bad = None
     if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
-        bad = f"'data' is not an (N, 3072) uint8 array ({getattr(data, 'shape', type(data).__name__)})"
+        what = (
+            f"shape {data.shape}, dtype {data.dtype}" if isinstance(data, np.ndarray) else f"a {type(data).__name__}"
+        )
+        bad = f"'data' is not an (N, 3072) uint8 array (it has {what})"
+    elif len(data) != rows:
+        bad = f"'data' has {len(data):,} rows, but batches.meta says {rows:,} per batch"
+    elif not isinstance(labels, list) or len(labels) != len(data) or not all(type(v) is int for v in labels):
+        n = len(labels) if isinstance(labels, (list, tuple, np.ndarray)) else type(labels).__name__
+        bad = f"'labels' is not a list of one int per image ({n} for {len(data):,} images)"
     else:
-        try:
-            labels = np.asarray(labels)
-        except (TypeError, ValueError):
-            labels = None
-        if labels is None or labels.ndim != 1 or len(labels) != len(data) or labels.dtype.kind not in "iu":
-            bad = "'labels' is not a list of one int per image"
-        elif len(labels) and (labels.min() < 0 or labels.max() >= n_classes):
+        labels = np.asarray(labels, dtype=np.int64)
+        if len(labels) and (labels.min() < 0 or labels.max() >= n_classes):
             bad = f"labels outside 0..{n_classes - 1}"
     if bad:
         raise DataError(f"{origin}: {bad}; not a CIFAR-10 batch (crafted or corrupted archive)")
@@ -249,7 +280,8 @@ def _layout(rel_paths: list[str], where: str) -> tuple[tuple[str, ...], dict[str
     return class_names, {s: by_split[s] for s in ("train", "test") if s in by_split}
 
 
-def _decode_one(data: bytes, name: str) -> np.ndarray:
+def _decode_one(data: bytes, name: str) -> tuple[np.ndarray, str]:
+    """``(32x32x3 uint8 pixels, the file's Pillow mode)``; non-RGB modes are converted to RGB."""
     from PIL import Image, UnidentifiedImageError
 
     try:
@@ -260,9 +292,9 @@ def _decode_one(data: bytes, name: str) -> np.ndarray:
                     "resize the images to 32x32 (CIFAR-10 format)"
                 )
             if im.mode != "RGB":
-                return np.asarray(im.convert("RGB"))
+                return np.asarray(im.convert("RGB")), im.mode
             im.load()
-            return np.asarray(im)
+            return np.asarray(im), im.mode
     except DataError:
         raise
     except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError, SyntaxError) as e:
@@ -272,14 +304,48 @@ def _decode_one(data: bytes, name: str) -> np.ndarray:
         ) from None
 
 
-def _decode_piece(items: list[tuple[str, Callable[[], bytes]]]) -> np.ndarray:
+class _Converted:
+    """Counts images that were not RGB (converted), for one warning per source."""
+
+    #: What each Pillow mode means, for the warning.
+    MODES = {"L": "grayscale", "LA": "grayscale with alpha", "1": "black and white", "P": "palette",
+             "PA": "palette with alpha", "RGBA": "RGBA, alpha dropped", "CMYK": "CMYK", "I;16": "16-bit grayscale",
+             "I": "32-bit grayscale", "F": "float grayscale", "YCbCr": "YCbCr"}  # fmt: skip
+
+    def __init__(self, where: str):
+        self.where = where
+        self.count = 0
+        self.example = None
+        self._lock = threading.Lock()
+
+    def add(self, name: str, mode: str) -> None:
+        with self._lock:
+            self.count += 1
+            if self.example is None:
+                self.example = (name, mode)
+
+    def warn(self) -> None:
+        if self.count:
+            name, mode = self.example
+            logger.warning(
+                "%s: %d image%s not RGB, converted to RGB (e.g. %s is %s); "
+                "CIFAR-10 images are RGB, check that this is the data you meant",
+                self.where, self.count, " was" if self.count == 1 else "s were", name,
+                self.MODES.get(mode, f"mode {mode}"),
+            )
+
+
+def _decode_piece(items: list[tuple[str, Callable[[], bytes]]], converted: _Converted) -> np.ndarray:
     out = np.empty((len(items), *SHAPE), np.uint8)
     for i, (name, get) in enumerate(items):
-        out[i] = _decode_one(get(), name)
+        out[i], mode = _decode_one(get(), name)
+        if mode != "RGB":
+            converted.add(name, mode)
     return out
 
 
-def _image_pieces(entries, load: Callable[[str], bytes], display: Callable[[str], str], bar: Progress):
+def _image_pieces(entries, load: Callable[[str], bytes], display: Callable[[str], str], bar: Progress,
+                  converted: _Converted):
     """Generator factory: decode ``entries`` [(label, key)] in pieces with a thread pool."""
 
     def gen():
@@ -294,7 +360,7 @@ def _image_pieces(entries, load: Callable[[str], bytes], display: Callable[[str]
                     [(display(key), (lambda key=key: load(key))) for _, key in piece[s : s + sub]]
                     for s in range(0, len(piece), sub)
                 ]
-                images = np.concatenate(list(pool.map(_decode_piece, jobs)))
+                images = np.concatenate(list(pool.map(_decode_piece, jobs, [converted] * len(jobs))))
                 labels = np.fromiter((lab for lab, _ in piece), np.int16, len(piece))
                 bar.update(len(piece))
                 yield images, labels
@@ -314,35 +380,34 @@ def _read_image_dir(root: Path, progress: bool) -> SourceData:
     class_names, by_split = _layout(rel, str(root))
 
     def load(key: str) -> bytes:
-        try:
-            return (root / key).read_bytes()
-        except OSError as e:
-            raise DataError(f"{root / key}: cannot read ({e.strerror or e}); check permissions") from None
+        return read_regular_file(root / key, MAX_IMAGE_BYTES, "image file")
 
     total = sum(len(v) for v in by_split.values())
     bar = Progress(total, f"decoding images from {root}", progress)
-    return _image_source(class_names, by_split, load, lambda k: str(root / k), bar)
+    return _image_source(class_names, by_split, load, lambda k: str(root / k), bar, str(root))
 
 
 def _raise_walk_error(e: OSError):
     raise DataError(f"{e.filename}: cannot list folder ({e.strerror or e}); check permissions")
 
 
-def _image_source(class_names, by_split, load, display, bar) -> SourceData:
+def _image_source(class_names, by_split, load, display, bar, where: str) -> SourceData:
     splits = {}
     names = list(by_split)
+    converted = _Converted(where)
     for split, entries in by_split.items():
-        gen = _image_pieces(entries, load, display, bar)
+        gen = _image_pieces(entries, load, display, bar, converted)
         if split == names[-1]:
-            gen = _closing(gen, bar)
+            gen = _closing(gen, bar, converted)
         splits[split] = SplitData(len(entries), gen)
     return SourceData(class_names, splits, "image-folder")
 
 
-def _closing(gen_factory, bar: Progress):
+def _closing(gen_factory, bar: Progress, converted: _Converted):
     def gen():
         yield from gen_factory()
         bar.close()
+        converted.warn()  # once per source, after every image was seen
 
     return gen
 
@@ -357,9 +422,12 @@ def _read_tarball(path: Path, progress: bool) -> SourceData:
         parts = name.split("/")
         return (parts[-1] in BATCH_NAMES and len(parts) <= 2) or _is_image_name(name)
 
+    def limit(name: str) -> int:
+        return MAX_IMAGE_BYTES if _is_image_name(name) else MAX_BATCH_BYTES
+
     # Stream mode gives no compressed offset, so progress counts unpacked bytes.
     with Progress(None, f"reading {path.name}", progress, unit="bytes") as bar:
-        for name, data in iter_tar_members(path, want):
+        for name, data in iter_archive_members(path, want, limit):
             base = name.rsplit("/", 1)[-1]
             if base in BATCH_NAMES and name.count("/") <= 1:
                 if base in batches:
@@ -385,7 +453,7 @@ def _read_tarball(path: Path, progress: bool) -> SourceData:
     def load(key: str) -> bytes:
         return images[key]
 
-    return _image_source(class_names, by_split, load, lambda k: f"{where}:{k}", bar)
+    return _image_source(class_names, by_split, load, lambda k: f"{where}:{k}", bar, where)
 
 
 # --- keras --------------------------------------------------------------------
@@ -427,7 +495,7 @@ def source_stem(source) -> str:
     if source == "keras":
         return "keras"
     name = Path(source).name
-    for suffix in sorted(TAR_SUFFIXES, key=len, reverse=True):
+    for suffix in sorted(ARCHIVE_SUFFIXES, key=len, reverse=True):
         if name.lower().endswith(suffix):
             name = name[: -len(suffix)]
             break
