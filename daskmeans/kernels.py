@@ -9,21 +9,38 @@ Units: ``block`` holds raw values (uint8 pixels 0..255 at rest); ``scale``
 converts them to the centres' units (1/255 for pixels, so centres live in
 [0, 1]). Distances and inertia are returned in the centres' units.
 
-Exact sums: uint8 rows are summed per cluster with a float32 matrix product over
-sub-blocks of at most :data:`MAX_EXACT_ROWS` rows (255 * 65,536 < 2**24, so every
-partial sum is an exactly representable integer), then accumulated in float64
-(exact below 2**53). The sums, hence the centres, are bit-identical whatever the
-chunking, scheduler or worker count.
+Exact labels: every distance product has the same shape, (:data:`TILE`, d) by
+(d, k). A block's rows go through it :data:`TILE` at a time, the last tile
+padded (padding rows are computed and ignored), and rows that Hamerly's bounds
+send back for measuring are gathered into the same tiles. A row's distances
+therefore never depend on how many rows share its block, its position or the
+block's size: the same BLAS call computes them, whose per-element reduction over
+the d features does not depend on the row (the shape-dependent choices BLAS
+makes, such as a matrix-vector path for one row, are fixed by the fixed shape).
+Labels are bit-identical across chunkings, schedulers, worker counts and
+between Lloyd and Hamerly; the tests check it with constructed near-ties.
+
+Exact sums: small-integer rows (uint8 pixels) are summed per cluster in int64 on
+NumPy blocks (:mod:`daskmeans.cpu_kernels`); elsewhere with a float32 one-hot
+product per tile (255 * TILE < 2**24, so every partial sum is an exactly
+representable integer) accumulated in float64 (exact below 2**53). Integer sums
+do not depend on their order, so the centres are bit-identical too.
 """
 
 from __future__ import annotations
 
 import math
 
+import numpy as np
+
+from . import cpu_kernels
 from .backend import namespace
 
-#: Rows per sub-block: bounds temporary memory, and keeps float32 sums of uint8 exact.
+#: Most rows whose uint8 values a float32 sum holds exactly (255 * 65,536 < 2**24).
 MAX_EXACT_ROWS = 65536
+#: Rows per distance product. Every product has exactly this many rows (see module doc).
+TILE = 256
+assert TILE <= MAX_EXACT_ROWS  # the one-hot sums of a tile stay exact in float32
 
 _SMALL_INTS = ("uint8", "int8", "bool")
 
@@ -44,17 +61,6 @@ def _flat(block, xp):
     if block.ndim != 2:
         block = xp.reshape(block, (block.shape[0], math.prod(block.shape[1:])))
     return block
-
-
-def _step_rows(xp) -> int:
-    """Rows per sub-block: cache-sized on CPUs, large on GPUs (fewer kernel launches)."""
-    return MAX_EXACT_ROWS if "cupy" in getattr(xp, "__name__", "") else 512
-
-
-def _sub_blocks(n: int, xp=None):
-    # Never more than MAX_EXACT_ROWS: that keeps float32 sums of uint8 exact.
-    step = MAX_EXACT_ROWS if xp is None else min(_step_rows(xp), MAX_EXACT_ROWS)
-    return [(s, min(s + step, n)) for s in range(0, n, step)] or [(0, 0)]
 
 
 def _centers_raw(xp, centers, wd, scale):
@@ -99,60 +105,95 @@ def distances(block, centers, scale: float = 1.0, metric: str = "l2"):
     return _dist_w(xp, xp.astype(block, wd), _centers_raw(xp, centers, wd, scale), scale, metric)
 
 
-def _scan(block, centers, scale, metric, k_sums=None):
-    """One pass over a block in cache-sized sub-blocks: convert each once, then
-    nearest centre, its distance and (optionally) exact per-cluster sums."""
+def _is_small_int(xp, dtype) -> bool:
+    return _dtype_name(xp, dtype) in _SMALL_INTS
+
+
+def _numba_sums(xp, dtype) -> bool:
+    """Integer sums by the compiled loop: NumPy blocks of small integers."""
+    return cpu_kernels.AVAILABLE and xp is np and _is_small_int(xp, dtype)
+
+
+class _Tiles:
+    """Rows of a block (or a gathered subset) in fixed-shape tiles of :data:`TILE` rows.
+
+    Iterating yields ``(s, e, x)``: rows ``s:e`` of the selection and a
+    ``(TILE, d)`` work-dtype array whose first ``e - s`` rows are them; the
+    rest is padding (stale or zero rows, computed and ignored).
+    """
+
+    def __init__(self, xp, block, wd, rows=None):
+        self.xp, self.block, self.wd, self.rows = xp, block, wd, rows
+        self.n = block.shape[0] if rows is None else rows.shape[0]
+        self.copyto = getattr(xp, "copyto", None)
+        d = block.shape[1]
+        self.buf = xp.zeros((TILE, d), dtype=wd) if self.copyto is not None and self.n else None
+
+    def __iter__(self):
+        xp = self.xp
+        for s in range(0, self.n, TILE):
+            e = min(s + TILE, self.n)
+            raw = self.block[s:e, :] if self.rows is None else xp.take(self.block, self.rows[s:e], axis=0)
+            if self.buf is not None:
+                self.copyto(self.buf[: e - s, :], raw)
+                yield s, e, self.buf
+            else:
+                x = xp.astype(raw, self.wd)
+                if e - s < TILE:
+                    x = xp.concat([x, xp.zeros((TILE - (e - s), x.shape[1]), dtype=self.wd)], axis=0)
+                yield s, e, x
+
+
+def _part(xp, x, ct, cc):
+    """``||c||^2 - 2 x.c`` for a full tile: the quantity whose argmin is the label."""
+    return cc[None, :] - 2 * (x @ ct)
+
+
+def _scan(block, centers, scale, metric, k_sums=None, old=None):
+    """One pass over a block in fixed-shape tiles: nearest centre, its distance and
+    (optionally) exact per-cluster sums and counts."""
     xp = namespace(block)
     block = _flat(block, xp)
     n, d = block.shape
     wd = work_dtype(xp, block.dtype)
     c = _centers_raw(xp, centers, wd, scale)
     ct, cc = xp.matrix_transpose(c), xp.vecdot(c, c)
-    small_int = _dtype_name(xp, block.dtype) in _SMALL_INTS
+    small_int = _is_small_int(xp, block.dtype)
+    fast_sums = k_sums is not None and _numba_sums(xp, block.dtype)
     labels, mind = [], []
     sums = counts = None
     if k_sums is not None:
-        sums = xp.zeros((k_sums, d), dtype=xp.float64)
+        sums = xp.zeros((k_sums, d), dtype=xp.int64 if fast_sums else xp.float64)
         counts = xp.zeros((k_sums,), dtype=xp.int64)
         ids = xp.arange(k_sums, dtype=xp.int32)
-    # One work buffer per block, refilled per sub-block: a fresh allocation per
-    # sub-block costs more in page faults than the conversion itself (NumPy, CuPy).
-    copyto = getattr(xp, "copyto", None)
-    steps = _sub_blocks(n, xp)
-    buf = xp.empty((steps[0][1] - steps[0][0], d), dtype=wd) if copyto is not None and n else None
-    for s, e in steps:
-        if e <= s:
-            continue
-        if buf is not None:
-            x = buf[: e - s, :]
-            copyto(x, block[s:e, :])
-        else:
-            x = xp.astype(block[s:e, :], wd)
+    for s, e, x in _Tiles(xp, block, wd):
+        m = e - s
         if metric == "l2":
-            # argmin needs only ||c||^2 - 2 x.c; add ||x||^2 and scale the minimum only
-            part = cc[None, :] - 2 * (x @ ct)
+            part = _part(xp, x, ct, cc)[:m, :]
             lab = xp.argmin(part, axis=1)
-            md = xp.clip(xp.vecdot(x, x) + xp.min(part, axis=1), min=0.0) * (scale * scale)
+            # the squared norm only shifts the minimum: add it (and scale) once per row
+            xx = xp.vecdot(x[:m, :], x[:m, :])
+            md = xp.clip(xx + xp.min(part, axis=1), min=0.0) * (scale * scale)
         else:
-            dist = _dist_w(xp, x, c, scale, metric)
+            dist = _dist_w(xp, x, c, scale, metric)[:m, :]
             lab, md = xp.argmin(dist, axis=1), xp.min(dist, axis=1)
         lab = xp.astype(lab, xp.int32)
         labels.append(lab)
         mind.append(md)
-        if k_sums is not None:
+        if k_sums is not None and not fast_sums:
             member = ids[:, None] == lab[None, :]  # (k, rows) one-hot
             counts = counts + xp.sum(xp.astype(member, xp.int64), axis=1)
             # float32 sums of small ints are exact (see module doc); others use float64
-            xs = x if small_int else xp.astype(x, xp.float64)
-            # A one-hot product, not per-cluster boolean gathers: those were faster in a
-            # plain process but 2.5x slower on dask workers, whose MALLOC_TRIM_THRESHOLD_
-            # turns every large temporary into fresh page faults.
-            part = xp.astype(member, xs.dtype) @ xs
-            sums = sums + xp.astype(part, xp.float64)
+            xs = x[:m, :] if small_int else xp.astype(x[:m, :], xp.float64)
+            sums = sums + xp.astype(xp.astype(member, xs.dtype) @ xs, xp.float64)
     if not labels:
         labels, mind = [xp.zeros((0,), dtype=xp.int32)], [xp.zeros((0,), dtype=wd)]
     lab = labels[0] if len(labels) == 1 else xp.concat(labels)
     md = mind[0] if len(mind) == 1 else xp.concat(mind)
+    if fast_sums and n:
+        cpu_kernels.add_rows(sums, counts, block, np.arange(n), lab)
+    if fast_sums:
+        sums = sums.astype(np.float64)
     return lab, md, sums, counts
 
 
@@ -266,15 +307,45 @@ def merge_farthest(m: int, *parts):
 # -- k-means++ ------------------------------------------------------------------
 
 
-def closest_sq_dist(block, center, *, scale: float = 1.0):
-    """Squared distance of each row to one centre, and their float64 sum."""
+def _exact_sq(xp, block):
+    """Squared norms of raw rows in float64, a tile at a time (exact for small integers)."""
+    parts = []
+    for st in range(0, block.shape[0], TILE):
+        r64 = xp.astype(block[st : min(st + TILE, block.shape[0]), :], xp.float64)
+        parts.append(xp.vecdot(r64, r64))
+    if not parts:
+        return xp.zeros((0,), dtype=xp.float64)
+    return parts[0] if len(parts) == 1 else xp.concat(parts)
+
+
+def _raw_sq_dist(block, centers, scale):
+    """Squared distances ``(n, m)`` between raw rows and centres, in raw units.
+
+    For small-integer rows and centres that are rows of the data (k-means++
+    candidates), the float64 product sums integers below 2**53: every value is
+    exact, whatever the summation order, so the potentials built from them are
+    too. Other data use the work dtype.
+    """
     xp = namespace(block)
-    if block.shape[0] == 0:
-        z = xp.zeros((0,), dtype=work_dtype(xp, block.dtype))
-        return z, xp.asarray(0.0, dtype=xp.float64)
-    d = xp.concat(
-        [distances(block[s:e, ...], center, scale, "l2")[:, 0] for s, e in _sub_blocks(block.shape[0], xp)]
-    )
+    block = _flat(block, xp)
+    c = np.asarray(centers, dtype=np.float64) / scale
+    exact = _is_small_int(xp, block.dtype) and bool(np.all(np.abs(c - np.rint(c)) < 1e-6))
+    wd = xp.float64 if exact else work_dtype(xp, block.dtype)
+    c = xp.asarray(np.rint(c) if exact else c, dtype=wd)
+    ct, cc = xp.matrix_transpose(c), xp.vecdot(c, c)
+    parts = []
+    for st in range(0, block.shape[0], TILE):
+        x = xp.astype(block[st : min(st + TILE, block.shape[0]), :], wd)
+        parts.append(xp.clip(xp.vecdot(x, x)[:, None] - 2 * (x @ ct) + cc[None, :], min=0.0))
+    if not parts:
+        return xp.zeros((0, c.shape[0]), dtype=wd)
+    return parts[0] if len(parts) == 1 else xp.concat(parts, axis=0)
+
+
+def closest_sq_dist(block, center, *, scale: float = 1.0):
+    """Squared distance of each row to one centre (raw units: see :func:`_raw_sq_dist`), and their float64 sum."""
+    xp = namespace(block)
+    d = _raw_sq_dist(block, center, scale)[:, 0]
     return d, xp.sum(xp.astype(d, xp.float64))
 
 
@@ -298,21 +369,15 @@ def locate(block, closest, targets):
 
 
 def candidate_pots(block, closest, candidates, *, scale: float = 1.0):
-    """For each candidate centre: min(closest, distance to it) per row, and its sum.
+    """For each candidate centre: min(closest, distance to it) per row (raw units), and its sum.
 
     Returns
     -------
-    mins : array (n, m) work dtype; pots : array (m,) float64
+    mins : array (n, m); pots : array (m,) float64
     """
     xp = namespace(block)
-    m = len(candidates)
-    if block.shape[0] == 0:
-        return xp.zeros((0, m), dtype=closest.dtype), xp.zeros((m,), dtype=xp.float64)
-    parts = []
-    for s, e in _sub_blocks(block.shape[0], xp):
-        d = distances(block[s:e, ...], candidates, scale, "l2")
-        parts.append(xp.minimum(d, closest[s:e, None]))
-    mins = parts[0] if len(parts) == 1 else xp.concat(parts, axis=0)
+    d = _raw_sq_dist(block, candidates, scale)
+    mins = xp.minimum(d, xp.astype(closest, d.dtype)[:, None])
     return mins, xp.sum(xp.astype(mins, xp.float64), axis=0)
 
 
@@ -328,6 +393,7 @@ def _dot_error(xp, wd, d: int) -> float:
     """Relative error bound of a length-``d`` dot product in ``wd`` (Higham's gamma_d),
     with 10% slack for the additions around it."""
     u = 2.0**-24 if wd == xp.float32 else 2.0**-53
+    d = d + 2  # the squared norm of the centre and the final subtraction round too
     return 1.1 * d * u / (1 - d * u)
 
 
@@ -399,60 +465,19 @@ def hamerly_step(block, centers, state=None, shifts=None, half_sep=None, *, scal
         rows = None  # all
         upper = lower = norms = None
 
-    # distances for the rows that need them, exactly as lloyd_step computes them
+    # distances for the rows that need them, in the same tiles as lloyd_step's
     m = n if rows is None else rows.shape[0]
-    new_lab, up_c, lo_c, nrm_c = [], [], [], []
-    sums = xp.zeros((k, d), dtype=xp.float64)
-    counts = xp.zeros((k,), dtype=xp.int64)
-    sq = xp.zeros((k,), dtype=xp.float64)
-    changed = xp.asarray(0, dtype=xp.int64)
+    new_lab, first_c, second_c = [], [], []
     ids = xp.arange(k, dtype=xp.int32)
-    small_int = _dtype_name(xp, block.dtype) in _SMALL_INTS
-    for s, e in _sub_blocks(m, xp):
-        if e <= s:
-            continue
-        raw = block[s:e, :] if rows is None else xp.take(block, rows[s:e], axis=0)
-        x = xp.astype(raw, wd)
-        part = cc[None, :] - 2 * (x @ ct)
+    for s, e, x in _Tiles(xp, block, wd, rows):
+        part = _part(xp, x, ct, cc)[: e - s, :]
         lab = xp.astype(xp.argmin(part, axis=1), xp.int32)
-        xx = xp.vecdot(x, x)
-        first = xp.min(part, axis=1)
+        first_c.append(xp.min(part, axis=1))
         if k > 1:
-            second = xp.min(xp.where(lab[:, None] == ids[None, :], xp.asarray(xp.inf, dtype=wd), part), axis=1)
+            second_c.append(xp.min(xp.where(lab[:, None] == ids[None, :], xp.asarray(xp.inf, dtype=wd), part), axis=1))
         else:
-            second = xp.full(first.shape, xp.inf, dtype=wd)
-        if have_bounds:  # the same rows as before: their squared norms are kept
-            exact_sq = xp.take(norms, rows[s:e])
-        else:
-            r64 = xp.astype(raw, xp.float64)
-            exact_sq = xp.vecdot(r64, r64)  # exact for integer pixels
-        nrm = xp.sqrt(exact_sq) * (1 + 1e-12)
-        err = eps * (nrm + cmax) ** 2  # bounds |what Lloyd computes - the exact squared distance|
-        x64n = xp.astype(xx, xp.float64)  # Lloyd's own ||x||^2
-        up_c.append(xp.sqrt(xp.clip(x64n + xp.astype(first, xp.float64) + err, min=0.0)))
-        lo_c.append(xp.sqrt(xp.clip(x64n + xp.astype(second, xp.float64) - err, min=0.0)))
-        nrm_c.append(exact_sq)
+            second_c.append(xp.full((e - s,), xp.inf, dtype=wd))
         new_lab.append(lab)
-        xs = x if small_int else xp.astype(x, xp.float64)
-        member = xp.astype(ids[:, None] == lab[None, :], xs.dtype)
-        if have_bounds:
-            # only rows that changed cluster move the sums: +1 into the new, -1 out of the old
-            o = xp.take(old, rows[s:e])
-            moved = xp.astype(o != lab, xs.dtype)
-            was = xp.astype(ids[:, None] == o[None, :], xs.dtype)
-            delta = (member - was) * moved[None, :]
-            sums = sums + xp.astype(delta @ xs, xp.float64)
-            counts = counts + xp.astype(xp.sum(delta, axis=1), xp.int64)
-            sq = sq + xp.astype(delta, xp.float64) @ exact_sq
-            changed = changed + xp.sum(xp.astype(o != lab, xp.int64))
-        else:
-            sums = sums + xp.astype(member @ xs, xp.float64)
-            counts = counts + xp.sum(xp.astype(ids[:, None] == lab[None, :], xp.int64), axis=1)
-            sq = sq + xp.astype(member, xp.float64) @ exact_sq
-            if old is not None:
-                changed = changed + xp.sum(xp.astype(old[s:e] != lab, xp.int64))
-    if old is None:
-        changed = xp.asarray(n, dtype=xp.int64)
 
     def _cat(parts, dtype):
         if not parts:
@@ -460,7 +485,24 @@ def hamerly_step(block, centers, state=None, shifts=None, half_sep=None, *, scal
         return parts[0] if len(parts) == 1 else xp.concat(parts)
 
     lab_c = _cat(new_lab, xp.int32)
-    up_c, lo_c, nrm_c = (_cat(p, xp.float64) for p in (up_c, lo_c, nrm_c))
+    first, second = (xp.astype(_cat(p, wd), xp.float64) for p in (first_c, second_c))
+    sel = xp.arange(n, dtype=xp.int64) if rows is None else xp.astype(rows, xp.int64)
+    if have_bounds:  # the same rows as before: their squared norms are kept
+        exact_sq = xp.take(norms, sel)
+    else:
+        exact_sq = _exact_sq(xp, block)  # exact for integer pixels
+    nrm = xp.sqrt(exact_sq) * (1 + 1e-12)
+    err = eps * (nrm + cmax) ** 2  # bounds |what Lloyd computes - the exact value|
+    up_c = xp.sqrt(xp.clip(exact_sq + first + err, min=0.0))
+    lo_c = xp.sqrt(xp.clip(exact_sq + second - err, min=0.0))
+    nrm_c = exact_sq
+    o = None if old is None else xp.take(old, sel)
+    sums, counts, sq = _hamerly_sums(xp, block, sel, lab_c, o if have_bounds else None, exact_sq, k)
+    if old is None:
+        changed = xp.asarray(n, dtype=xp.int64)
+    else:
+        changed = xp.sum(xp.astype(o != lab_c, xp.int64))
+
     if rows is None:
         labels, upper, lower, norms = lab_c, up_c, lo_c, nrm_c
     elif m:
@@ -475,3 +517,36 @@ def hamerly_step(block, centers, state=None, shifts=None, half_sep=None, *, scal
         labels = old
     computed = xp.asarray(m, dtype=xp.int64)
     return (labels, upper, lower, norms), (sums, counts, sq, changed, computed)
+
+
+def _hamerly_sums(xp, block, sel, new, old, exact_sq, k):
+    """Per-cluster (sums, counts, squared norms) of the measured rows ``sel``.
+
+    With ``old`` None: the totals of the rows under their ``new`` labels;
+    otherwise only the changes: +row into the new cluster, -row out of the old.
+    """
+    d = block.shape[1]
+    ids = xp.arange(k, dtype=xp.int32)
+    member = xp.astype(ids[:, None] == new[None, :], xp.float64)
+    if old is not None:
+        moved = xp.astype(old != new, xp.float64)
+        member = (member - xp.astype(ids[:, None] == old[None, :], xp.float64)) * moved[None, :]
+    counts = xp.astype(xp.sum(member, axis=1), xp.int64)
+    sq = member @ exact_sq
+    if _numba_sums(xp, block.dtype):
+        sums = np.zeros((k, d), dtype=np.int64)
+        cnt = np.zeros((k,), dtype=np.int64)
+        if old is None:
+            cpu_kernels.add_rows(sums, cnt, block, sel, new)
+        else:
+            cpu_kernels.move_rows(sums, cnt, block, sel, old, new)
+        return sums.astype(np.float64), counts, sq
+    sums = xp.zeros((k, d), dtype=xp.float64)
+    small_int = _is_small_int(xp, block.dtype)
+    for s in range(0, sel.shape[0], TILE):
+        e = min(s + TILE, sel.shape[0])
+        idx = sel[s:e]
+        raw = xp.take(block, idx, axis=0)
+        xs = xp.astype(raw, xp.float32 if small_int else xp.float64)  # exact: see module doc
+        sums = sums + xp.astype(xp.astype(member[:, s:e], xs.dtype) @ xs, xp.float64)
+    return sums, counts, sq

@@ -41,13 +41,14 @@ def test_lloyd_step_matches_serial_reference(block, to_xp):
     assert int(to_numpy(changed)) == r_changed
 
 
-def test_sums_stay_exact_across_the_float32_limit(monkeypatch):
-    """All-255 rows: one cluster's float32 sum passes 2**24 after 65,793 rows, so
-    sub-blocks must stay at MAX_EXACT_ROWS even when a backend asks for more."""
-    monkeypatch.setattr(kernels, "_step_rows", lambda xp: 10**6)
+@pytest.mark.parametrize("to_xp", [np.asarray, xs.asarray], ids=["numpy", "array_api_strict"])
+def test_sums_stay_exact_across_the_float32_limit(to_xp):
+    """All-255 rows: one cluster's float32 sum passes 2**24 after 65,793 rows; the
+    compiled int64 sums (NumPy) and the per-tile one-hot products (other
+    namespaces) must both stay exact."""
     X = np.full((200_001, 1), 255, dtype=np.uint8)
-    _, (sums, counts, _, _) = kernels.lloyd_step(X, np.ones((1, 1)), None, scale=1 / 255)
-    assert sums[0, 0] == 255 * 200_001 and counts[0] == 200_001
+    _, (sums, counts, _, _) = kernels.lloyd_step(to_xp(X), np.ones((1, 1)), None, scale=1 / 255)
+    assert float(to_numpy(sums)[0, 0]) == 255 * 200_001 and int(to_numpy(counts)[0]) == 200_001
 
 
 def test_empty_block(block):
@@ -79,14 +80,14 @@ def test_farthest_and_merge(block, to_xp):
 def test_kmeanspp_kernels(block, to_xp):
     X, C = block
     closest, pot = kernels.closest_sq_dist(to_xp(X), C[:1], scale=1 / 255)
-    ref = ((X / 255.0 - C[0]) ** 2).sum(-1)
+    ref = ((X - C[0] * 255) ** 2).sum(-1)  # raw units (pixel values)
     np.testing.assert_allclose(to_numpy(closest), ref, rtol=1e-5)
     targets = np.array([0.0, ref.sum() / 2, ref.sum() * 2])
     local, rows = kernels.locate(to_xp(X), closest, targets)
     expect = np.clip(np.searchsorted(np.cumsum(to_numpy(closest).astype(np.float64)), targets), None, 699)
     np.testing.assert_array_equal(to_numpy(local), expect)
     mins, pots = kernels.candidate_pots(to_xp(X), closest, C[1:3], scale=1 / 255)
-    dc = ((X[:, None, :] / 255.0 - C[None, 1:3]) ** 2).sum(-1)
+    dc = ((X[:, None, :] - 255 * C[None, 1:3]) ** 2).sum(-1)
     np.testing.assert_allclose(to_numpy(pots), np.minimum(dc, ref[:, None]).sum(0), rtol=1e-5)
 
 
