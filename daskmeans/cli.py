@@ -11,6 +11,7 @@ import json
 import logging
 import sys
 
+from . import params
 from .errors import EXIT_FAILED, EXIT_INPUT, DaskmeansError
 
 logger = logging.getLogger("daskmeans")
@@ -24,59 +25,17 @@ class _Parser(argparse.ArgumentParser):
         raise SystemExit(EXIT_INPUT)
 
 
-def add_run_options(p: argparse.ArgumentParser, *, defaults: bool = True) -> None:
-    """The options of ``daskmeans run`` (also used by job specs)."""
-    from . import config
-
-    g = p.add_argument_group("data")
-    g.add_argument("--data", metavar="PATH", help="cifar-10-python.tar.gz, its extracted folder, an image-folder "
-                   "tree or tarball (split/class/*.jpg), an ingested .zarr store, or 'keras'. "
-                   "Default: $DASKMEANS_DATA, the cache, keras's cache, else download")
-    g.add_argument("--split", default="train", choices=["train", "test", "all"], help="default: train (50,000 images)")
-    g.add_argument("--subset", type=int, metavar="N", help="a seeded random subset of N images (e.g. 2000)")
-    g.add_argument("--chunk-size", type=int, metavar="ROWS", help=f"rows per chunk (default {config.get('chunk-size')})")
-    g = p.add_argument_group("k-means")
-    g.add_argument("-k", type=int, default=10, help="number of clusters (default 10)")
-    g.add_argument("--init", default="k-means++", metavar="k-means++|random|FILE.npy",
-                   help="initial centres (default k-means++; random = uniform in [0, 1], as the original notebook)")
-    g.add_argument("--n-init", type=int, default=1, metavar="N", help="restarts; the lowest inertia wins (default 1)")
-    g.add_argument("--seed", type=int, default=0, help="random seed: same seed, same result (default 0)")
-    g.add_argument("--max-iter", type=int, default=300, metavar="M", help="default 300")
-    g.add_argument("--tol", type=float, default=1e-4, metavar="T",
-                   help="stop when the total squared centre shift <= T * mean pixel variance (default 1e-4)")
-    g.add_argument("--metric", default="l2", choices=["l2", "l1"],
-                   help="l2 (default) or l1 (the original notebook's Manhattan assignment, mean update)")
-    g.add_argument("--algorithm", default="auto", choices=["auto", "lloyd", "hamerly"],
-                   help="hamerly: Lloyd's results from fewer distances (per-row bounds); "
-                   "auto (default): hamerly for l2 on CPU, lloyd otherwise")
-    g = p.add_argument_group("evaluation")
-    g.add_argument("--eval-split", choices=["train", "test", "all"], metavar="train|test|all",
-                   help="also assign this split to the trained centres and score it with the training mapping "
-                   "(e.g. test)")
-    g.add_argument("--compare", choices=["sklearn"], metavar="sklearn",
-                   help="also run sklearn.cluster.KMeans on the same data and initial centres; both in the report")
-    g = p.add_argument_group("where it runs")
-    g.add_argument("--cluster", metavar="NAME",
-                   help="a profile of cluster.yaml ($DASKMEANS_CLUSTER_CONFIG, else ./cluster.yaml): threads, local, "
-                   "address, local-cuda, jobqueue or kubernetes; see README, Running on a Dask cluster")
-    g.add_argument("--scheduler", metavar="threads|local|tcp://HOST:PORT",
-                   help="threads (no cluster), local (a LocalCluster on 127.0.0.1, started and closed by the run) "
-                   "or the address of an existing scheduler (never closed by the run). "
-                   "Default: $DASK_SCHEDULER_ADDRESS if set, else threads")
-    g.add_argument("--n-workers", type=int, metavar="N", help="workers of --scheduler local")
-    g.add_argument("--backend", default="auto", choices=["auto", "numpy", "cupy"],
-                   help="array backend of the chunks (default auto: CuPy where a GPU exists)")
-    g.add_argument("--no-persist", dest="persist", action="store_false",
-                   help="read chunks from the store in every iteration instead of keeping them in memory")
-    g = p.add_argument_group("output")
-    g.add_argument("--out", metavar="DIR", help="output folder (default: a new runs/<timestamp>/)")
-    g.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
-    g.add_argument("--checkpoint", metavar="FILE",
-                   help="checkpoint written after every iteration (default: .<out>.checkpoint.npz next to --out; "
-                   "'none' turns it off); removed once the outputs are in place")
-    g.add_argument("--resume", action="store_true",
-                   help="continue an interrupted run from its checkpoint (same settings and --out); "
-                   "same result as an uninterrupted run; starts over when there is no checkpoint")
+def add_run_options(p: argparse.ArgumentParser) -> None:
+    """The options of ``daskmeans run``, grouped for ``--help``; declared in :mod:`daskmeans.params`."""
+    groups = {
+        "data": ("data", "split", "subset", "chunk_size"),
+        "k-means": ("n_clusters", "init", "n_init", "random_state", "max_iter", "tol", "metric", "algorithm"),
+        "evaluation": ("eval_split", "compare"),
+        "where it runs": ("cluster", "scheduler", "n_workers", "backend", "persist"),
+        "output": ("out", "overwrite", "checkpoint", "resume"),
+    }
+    for title, names in groups.items():
+        params.add_arguments(p.add_argument_group(title), names)
 
 
 def _settings_from(args):

@@ -48,7 +48,7 @@ from pathlib import Path
 
 import yaml
 
-from . import __version__, config
+from . import __version__, config, params
 from .errors import DaskmeansError, InputError, LockHeld
 
 logger = logging.getLogger("daskmeans")
@@ -120,32 +120,12 @@ def _settings_fields() -> dict:
     return {f.name: f for f in fields(Settings) if f.name not in _NOT_IN_SPEC}
 
 
-def _coerce(spec_path: Path, key: str, value, annotation: str):
+def _coerce(spec_path: Path, key: str, value):
     """A spec value as the Settings field wants it (YAML reads 1e-4 as a string)."""
-    if value is None:
-        if "None" in annotation:
-            return None
-        raise InputError(f"job spec {spec_path}: {key} must not be empty")
-    ann = annotation.replace(" ", "")
     try:
-        if ann.startswith("bool"):
-            if not isinstance(value, bool):
-                raise ValueError
-            return value
-        if ann.startswith("int"):
-            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
-                raise ValueError
-            return int(value)
-        if ann.startswith("float"):
-            if isinstance(value, bool):
-                raise ValueError
-            return float(value)
-    except (TypeError, ValueError):
-        kind = {"bool": "true or false", "int": "a whole number", "float": "a number"}[ann.split("|")[0]]
-        raise InputError(f"job spec {spec_path}: {key} {value!r} must be {kind}") from None
-    if isinstance(value, (dict, list)):
-        raise InputError(f"job spec {spec_path}: {key} must be a single value, got {value!r}")
-    return str(value)
+        return params.coerce(key.replace("-", "_"), value, source="spec")
+    except InputError as e:
+        raise InputError(f"job spec {spec_path}: {e}") from None
 
 
 def _resolve_path(base: Path, value: str) -> str:
@@ -174,7 +154,7 @@ def load_spec(path) -> JobSpec:
     for key, value in raw.items():
         attr = str(key).replace("-", "_")
         if attr in sfields:
-            kwargs[attr] = _coerce(path, str(key), value, str(sfields[attr].type))
+            kwargs[attr] = _coerce(path, str(key), value)
     if kwargs.get("data") and kwargs["data"] != "keras":
         kwargs["data"] = _resolve_path(base, kwargs["data"])
         if not Path(kwargs["data"]).exists():

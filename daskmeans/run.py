@@ -9,35 +9,41 @@ from __future__ import annotations
 import logging
 import platform
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import numpy as np
 
-from . import __version__
+from . import __version__, params
 from .backend import resolve as resolve_backend
 from .backend import to_backend, to_numpy
+from .cluster import check_where
 from .errors import ClusterUnreachable, InputError
 
 logger = logging.getLogger("daskmeans")
 
-SPLITS = ("train", "test", "all")
+SPLITS = params.SPLITS
 
 
 @dataclass
 class Settings:
-    """Everything a run needs; the command line's options, one to one."""
+    """Everything a run needs; the command line's options, one to one.
+
+    Types, ranges and defaults are declared in :mod:`daskmeans.params`; ``None``
+    for ``init``, ``max_iter``, ``tol``, ``metric`` and ``algorithm`` means "the
+    configured default" (``daskmeans.kmeans.*``), filled in by :meth:`validate`.
+    """
 
     data: str | None = None
     split: str = "train"
     subset: int | None = None
     k: int = 10
-    init: str = "k-means++"
+    init: str | None = None
     seed: int = 0
-    max_iter: int = 300
-    tol: float = 1e-4
-    metric: str = "l2"
-    algorithm: str = "auto"
+    max_iter: int | None = None
+    tol: float | None = None
+    metric: str | None = None
+    algorithm: str | None = None
     chunk_size: int | None = None
     scheduler: str | None = None  # None: $DASK_SCHEDULER_ADDRESS if set, else threads
     cluster: str | None = None  # a profile of cluster.yaml (--cluster)
@@ -53,43 +59,26 @@ class Settings:
     compare: str | None = None
 
     def validate(self) -> None:
-        """Check every option before any data is read (values + fixes in messages)."""
-        from .cluster import check_where
-        from .kmeans import _METRICS
+        """Check every option before any data is read (values + fixes in messages).
 
-        if self.split not in SPLITS:
-            raise InputError(f"--split {self.split!r} is not one of {', '.join(SPLITS)}")
-        if self.k < 1:
-            raise InputError(f"-k {self.k}: the number of clusters must be >= 1")
-        if self.subset is not None and self.subset < 1:
-            raise InputError(f"--subset {self.subset}: must be >= 1 (or leave it out for the whole split)")
-        if self.max_iter < 1:
-            raise InputError(f"--max-iter {self.max_iter}: must be >= 1")
-        if not np.isfinite(self.tol) or self.tol < 0:
-            raise InputError(f"--tol {self.tol}: must be a finite number >= 0 (0 = until no label changes)")
-        if self.metric not in _METRICS:
-            raise InputError(f"--metric {self.metric!r} is not one of {', '.join(_METRICS)}")
-        if self.algorithm not in ("auto", "lloyd", "hamerly"):
-            raise InputError(f"--algorithm {self.algorithm!r} is not one of auto, lloyd, hamerly")
+        Fills in the configured defaults of the options left at ``None``.
+        """
+        for f in fields(self):
+            p = params.get(f.name)
+            value = getattr(self, f.name)
+            if value is None and p.config_key:
+                value = params.default(p.name)
+            setattr(self, f.name, params.check(p.name, value, source="cli"))
+        if self.chunk_size is None:
+            params.default("chunk_size")  # a bad DASK_DASKMEANS__CHUNK_SIZE fails here, before any work
+        params.default("split_every")
         if self.algorithm == "hamerly" and self.metric != "l2":
             raise InputError("--algorithm hamerly needs --metric l2 (its bounds are Euclidean); use --algorithm lloyd")
-        if self.chunk_size is not None and self.chunk_size < 1:
-            raise InputError(f"--chunk-size {self.chunk_size}: must be >= 1 row")
-        if self.n_init < 1:
-            raise InputError(f"--n-init {self.n_init}: must be >= 1")
-        if self.init not in ("k-means++", "random") and not self.init.endswith(".npy"):
-            raise InputError(f"--init {self.init!r} is not k-means++, random or a .npy file of centres")
         check_where(self.cluster, self.scheduler)
         if self.resume and not (self.out or self.checkpoint):
             raise InputError("--resume needs the --out of the interrupted run (or its --checkpoint FILE)")
-        if self.eval_split is not None and self.eval_split not in SPLITS:
-            raise InputError(f"--eval-split {self.eval_split!r} is not one of {', '.join(SPLITS)}")
-        if self.compare not in (None, "sklearn"):
-            raise InputError(f"--compare {self.compare!r}: only 'sklearn' is supported")
         if self.compare and self.metric != "l2":
             raise InputError("--compare sklearn needs --metric l2 (scikit-learn's KMeans is Euclidean only)")
-        if self.seed < 0:
-            raise InputError(f"--seed {self.seed}: must be >= 0")
 
 
 def load_init(path: str, k: int, d: int) -> np.ndarray:
