@@ -4,11 +4,13 @@
     python scripts/check_report.py RUN_DIR [--screenshot OUT.png] [--height 2400]
 
 1. Static checks: the page is self-contained (no http(s) ``src``/``href``, every
-   ``<img>`` a ``data:`` URI that decodes to a PNG), and the figures that should
-   sit next to report.json are valid PNGs.
-2. Renders it with Debian's chromium (``apt-get install -y chromium``) headless,
-   with networking features off, into a screenshot (default RUN_DIR/report-screenshot.png;
-   look at it with an image viewer).
+   ``<img>`` a ``data:`` URI holding a PNG that Pillow decodes to the last pixel),
+   and the figures that should sit next to report.json decode too.
+2. Opens it with Debian's chromium (``apt-get install -y chromium``) headless,
+   with networking features off: every ``<img>`` must load and decode in the
+   browser (checked on a copy of the page with a small script added; the
+   report itself has none), and a screenshot is written (default
+   RUN_DIR/report-screenshot.png; look at it with an image viewer).
 
 Exit status 0 when everything holds, 1 otherwise (one line per problem).
 """
@@ -17,6 +19,9 @@ from __future__ import annotations
 
 import argparse
 import base64
+import html
+import io
+import json
 import re
 import shutil
 import subprocess
@@ -24,8 +29,27 @@ import sys
 import tempfile
 from pathlib import Path
 
+from PIL import Image
+
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 FIGURES = ("centroids.png", "contingency.png", "convergence.png", "samples.png", "nearest.png", "farthest.png")
+
+#: Added to a copy of the page: after load, decode every image and record the ones that fail on <body>.
+_PROBE = """<script>
+window.addEventListener("load", () => {
+  const ims = [...document.images];
+  Promise.allSettled(ims.map((im) => im.decode())).then((rs) => {
+    const bad = rs.map((r, i) => (r.status === "rejected" || !(ims[i].naturalWidth > 0) ? i : -1)).filter((i) => i >= 0);
+    document.body.setAttribute("data-broken", JSON.stringify(bad));
+    document.body.setAttribute("data-checked", String(ims.length));
+  });
+});
+</script>"""
+
+
+#: Headless, and no network traffic of the browser's own (updates, sync, first-run pages).
+_QUIET_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-extensions")
 
 
 def find_browser() -> str | None:
@@ -51,9 +75,50 @@ def static_problems(page: str) -> list[str]:
         if not m:
             problems.append(f"<img> without a data:image/png URI: {tag[:80]}")
             continue
-        if not base64.b64decode(m.group(1)).startswith(PNG_MAGIC):
-            problems.append("a data: URI that is not a PNG")
+        error = png_error(base64.b64decode(m.group(1)))
+        if error:
+            problems.append(f"<img> ({_alt(tag)}): {error}")
     return problems
+
+
+def png_error(data: bytes) -> str | None:
+    """Why ``data`` is not a PNG that decodes to the last pixel, or None when it is one."""
+    if not data.startswith(PNG_MAGIC):
+        return "not a PNG"
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            im.load()  # decodes every pixel: a truncated or corrupt stream fails here
+    except Exception as e:  # Pillow raises OSError, SyntaxError, ValueError, ... on bad data
+        return f"the PNG does not decode ({type(e).__name__}: {e})"
+    return None
+
+
+def browser_problems(html_path: Path, timeout: float = 120) -> list[str]:
+    """Images of the page that headless chromium cannot load or decode (one line each)."""
+    browser = find_browser()
+    if browser is None:
+        raise RuntimeError("no chromium found; install it with apt-get install -y chromium")
+    page = html_path.read_text(encoding="utf-8")
+    end = page.rfind("</body>")
+    probe = page[:end] + _PROBE + page[end:] if end >= 0 else page + _PROBE
+    with tempfile.TemporaryDirectory(prefix="daskmeans-chromium-") as tmp:
+        copy = Path(tmp) / "page.html"
+        copy.write_text(probe, encoding="utf-8")
+        cmd = [browser, *_QUIET_FLAGS, f"--user-data-dir={tmp}/profile", "--virtual-time-budget=10000",
+               "--dump-dom", copy.as_uri()]
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    body = re.search(r"<body\b[^>]*>", proc.stdout)
+    broken = re.search(r'data-broken="([^"]*)"', body.group(0)) if body else None
+    if broken is None:
+        return [f"the browser did not finish loading the page (exit {proc.returncode}): {proc.stderr.strip()[-300:]}"]
+    tags = re.findall(r"<img\b[^>]*>", page, flags=re.I)
+    return [f"image {i + 1} of {len(tags)} ({_alt(tags[i]) if i < len(tags) else '?'}) does not decode in the browser"
+            for i in json.loads(html.unescape(broken.group(1)))]
+
+
+def _alt(tag: str) -> str:
+    m = re.search(r'alt="([^"]*)"', tag)
+    return html.unescape(m.group(1)) if m else "no alt text"
 
 
 def screenshot(html_path: Path, out: Path, width: int = 1280, height: int = 2400, timeout: float = 120) -> Path:
@@ -62,12 +127,8 @@ def screenshot(html_path: Path, out: Path, width: int = 1280, height: int = 2400
     if browser is None:
         raise RuntimeError("no chromium found; install it with apt-get install -y chromium")
     with tempfile.TemporaryDirectory(prefix="daskmeans-chromium-") as profile:
-        cmd = [
-            browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-            "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-extensions",
-            "--hide-scrollbars", f"--user-data-dir={profile}", f"--window-size={width},{height}",
-            f"--screenshot={out}", html_path.resolve().as_uri(),
-        ]
+        cmd = [browser, *_QUIET_FLAGS, "--hide-scrollbars", f"--user-data-dir={profile}",
+               f"--window-size={width},{height}", f"--screenshot={out}", html_path.resolve().as_uri()]
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     if not out.is_file() or not out.read_bytes().startswith(PNG_MAGIC):
         raise RuntimeError(f"chromium wrote no screenshot (exit {proc.returncode}): {proc.stderr.strip()[-400:]}")
@@ -89,10 +150,12 @@ def main(argv=None) -> int:
     problems = static_problems(page)
     for name in FIGURES:
         f = args.run / name
-        if not f.is_file() or not f.read_bytes().startswith(PNG_MAGIC):
-            problems.append(f"missing or invalid {name}")
+        error = png_error(f.read_bytes()) if f.is_file() else "missing"
+        if error:
+            problems.append(f"{name}: {error}")
     out = args.screenshot or (args.run / "report-screenshot.png")
     try:
+        problems += browser_problems(page_path)
         screenshot(page_path, out, args.width, args.height)
         print(f"screenshot: {out}")
     except (RuntimeError, subprocess.TimeoutExpired) as e:

@@ -383,3 +383,55 @@ def test_report_renders_in_headless_chromium(easy_run, tmp_path):
         px = np.asarray(im.convert("RGB"))
     assert px.std() > 10  # not a blank page
     assert check_report.main([str(easy_run), "--screenshot", str(tmp_path / "shot2.png")]) == 0
+
+
+def _check_report_module():
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+    try:
+        import check_report
+    finally:
+        sys.path.pop(0)
+    return check_report
+
+
+def _page_with(png: bytes) -> str:
+    uri = "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+    return f'<!DOCTYPE html><html><body><img src="{uri}" alt="the figure"></body></html>'
+
+
+def _broken_png() -> bytes:
+    """A PNG with a valid signature and header whose pixel data stops half-way."""
+    good = R.thumbnail(np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8))
+    return good[: len(good) // 2]
+
+
+def test_check_report_finds_an_image_that_does_not_decode():
+    check_report = _check_report_module()
+    good = R.thumbnail(np.zeros((32, 32, 3), np.uint8))
+    assert check_report.static_problems(_page_with(good)) == []
+    problems = check_report.static_problems(_page_with(_broken_png()))
+    assert len(problems) == 1 and "(the figure): the PNG does not decode" in problems[0], problems
+    assert "not a PNG" in check_report.static_problems(_page_with(b"GIF89a"))[0]
+
+
+@pytest.mark.slow
+def test_check_report_fails_on_a_page_with_a_broken_image(easy_run, tmp_path, capsys):
+    check_report = _check_report_module()
+    if check_report.find_browser() is None:
+        pytest.skip("chromium not installed (apt-get install -y chromium)")
+    run = tmp_path / "run"
+    shutil.copytree(easy_run, run)
+    page = (run / "report.html").read_text()
+    first = re.search(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page).group(1)
+    truncated = base64.b64encode(base64.b64decode(first)[:60]).decode("ascii")
+    (run / "report.html").write_text(page.replace(first, truncated, 1))
+    assert check_report.main([str(run), "--screenshot", str(tmp_path / "shot.png")]) == 1
+    out = capsys.readouterr().out
+    assert "problem: <img>" in out and "does not decode" in out
+    # The browser's own check: an image chromium cannot decode at all is reported by position and alt text.
+    bad = tmp_path / "bad.html"
+    bad.write_text(_page_with(b"\x89PNG\r\n\x1a\nnot an image"))
+    assert check_report.browser_problems(bad) == ["image 1 of 1 (the figure) does not decode in the browser"]
+    fine = tmp_path / "fine.html"
+    fine.write_text(_page_with(R.thumbnail(np.zeros((32, 32, 3), np.uint8))))
+    assert check_report.browser_problems(fine) == []
