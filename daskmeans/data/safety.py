@@ -342,10 +342,7 @@ def safe_loads(data: bytes, origin: str):
     except DataError:
         raise
     except Exception as e:  # UnpicklingError, EOFError, ValueError, TypeError, ...
-        raise DataError(
-            f"{origin}: not a readable CIFAR-10 batch ({type(e).__name__}: {_one_line(e)}); "
-            "re-download the official cifar-10-python.tar.gz"
-        ) from None
+        raise _refuse(origin, f"unreadable pickle ({type(e).__name__}: {_one_line(e)[:200]})") from None
     return _resolve(obj, origin)
 
 
@@ -534,10 +531,10 @@ def iter_zip_members(path, want=None, limit=None):
             todo = []
             for info in zf.infolist():
                 _check_name(info.filename, archive)
-                mode = info.external_attr >> 16
-                if mode and stat.S_ISLNK(mode):
+                mode = info.external_attr >> 16  # Unix mode, when a Unix tool wrote the archive
+                if stat.S_ISLNK(mode):
                     raise _unsafe(archive, info.filename, "is a link")
-                if mode and not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+                if stat.S_IFMT(mode) and not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
                     raise _unsafe(archive, info.filename, "is a device, fifo or other special file")
                 if info.is_dir():
                     continue
