@@ -1,48 +1,179 @@
-"""The scikit-learn-style estimator: :class:`KMeans`.
+"""The scikit-learn estimator: :class:`KMeans`.
 
-Validation happens here, once; the engine (:mod:`daskmeans.kmeans`) assumes it.
+Validation happens here, once, at the edge; the engine (:mod:`daskmeans.kmeans`)
+assumes it. The estimator also owns what scikit-learn does around its kernels:
+centring float data before the fit (precision far from the origin), the dtype
+rules (float32 stays float32, other non-pixel input becomes float64), sample
+weights, ``transform``/``score``, warnings and pickling.
 """
 
 from __future__ import annotations
 
+import contextlib
+import inspect
 import logging
 import math
-import numbers
+import re
+import sys
 import time
+import warnings
+from dataclasses import dataclass
 
 import dask.array as da
 import numpy as np
+import scipy.sparse as sp
+from sklearn import get_config
+from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
+from sklearn.exceptions import ConvergenceWarning, NotFittedError
+from sklearn.utils import check_random_state
+from sklearn.utils._param_validation import Integral, Interval, InvalidParameterError, Real, StrOptions
+from sklearn.utils.validation import _check_feature_names, check_array, check_is_fitted
 
 from . import config
-from .backend import to_numpy
+from .backend import namespace, to_numpy
 from .errors import InputError
-from .kmeans import _ALGORITHMS, _METRICS, X_work, as_rows, init_centers, lloyd, one_blas_thread, pixel_scale, predict_labels, tolerance
+from .kmeans import X_work, as_rows, init_centers, lloyd, one_blas_thread, pixel_scale, predict_labels, tolerance
 
 logger = logging.getLogger("daskmeans")
 
+#: Rows per sub-block in transform/score: bounds the float64 temporaries.
+_ROWS = 4096
 
 
-def _check_int(name, value, low, high=None, fix=""):
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise InputError(f"{name}={value!r} must be an integer{fix}")
-    if value < low or (high is not None and value > high):
-        bound = f">= {low}" if high is None else f"between {low} and {high}"
-        raise InputError(f"{name}={value} must be {bound}{fix}")
+class ParameterError(InputError, InvalidParameterError):
+    """A bad estimator parameter: scikit-learn's ``InvalidParameterError`` and daskmeans's ``InputError``."""
 
 
-class KMeans:
-    """k-means clustering (Lloyd's algorithm) on chunked Dask arrays.
+class NotFitted(InputError, NotFittedError):
+    """predict/transform/score before fit: scikit-learn's ``NotFittedError`` and daskmeans's ``InputError``."""
 
-    scikit-learn's API and semantics (``fit``/``predict``, ``cluster_centers_``,
-    ``labels_``, ``inertia_``, ``n_iter_``, the same convergence rules, k-means++
-    with the same random draws), computed chunk by chunk with a tree reduction
-    so the data never has to fit in memory, on NumPy or CuPy blocks alike.
+
+def _check_fitted(est):
+    try:
+        check_is_fitted(est)
+    except NotFittedError as e:
+        raise NotFitted(f"{e} (call fit(X) first)") from None
+
+
+@dataclass
+class _Data:
+    """X as the engine sees it: a 2-D dask array of rows, centred if it is float data."""
+
+    X: da.Array  # (n, d): uint8 pixels as they are, float data minus ``offset``
+    was_dask: bool
+    pixels: bool  # uint8 pixels: exact sums, centres in [0, 1]
+
+
+def _center_block(block, offset):
+    xp = namespace(block)
+    return block - xp.asarray(offset, dtype=block.dtype)
+
+
+def _finite_block(block):
+    xp = namespace(block)
+    if not bool(xp.all(xp.isfinite(block))):
+        raise InputError("Input X contains NaN or infinity; k-means needs finite values: drop or impute them")
+    return block
+
+
+def _distances_block(block, centers, *, scale, metric, squared, out_dtype):
+    """Distances ``(n, k)`` from rows to centres, in float64, cast to ``out_dtype``.
+
+    ``block`` is in raw units (``* scale`` gives centres' units). Works on any
+    array-API block (NumPy, CuPy); sub-blocks bound the temporaries.
+    """
+    xp = namespace(block)
+    n = block.shape[0]
+    c = xp.asarray(centers, dtype=xp.float64)
+    cc = xp.vecdot(c, c)
+    parts = []
+    for s in range(0, max(n, 1), _ROWS):
+        x = xp.astype(block[s : s + _ROWS, ...], xp.float64)
+        if scale != 1.0:
+            x = x * scale
+        if metric == "l2":
+            d = xp.vecdot(x, x)[:, None] - 2 * (x @ xp.matrix_transpose(c)) + cc[None, :]
+            d = xp.clip(d, min=0.0)  # rounding can make a zero distance slightly negative
+            if not squared:
+                d = xp.sqrt(d)
+        else:
+            d = xp.stack([xp.sum(xp.abs(x - c[j : j + 1, :]), axis=1) for j in range(c.shape[0])], axis=1)
+        parts.append(d)
+    out = parts[0] if len(parts) == 1 else xp.concat(parts, axis=0)
+    return xp.astype(out, out_dtype)
+
+
+def _min_block(block, centers, *, scale, metric):
+    xp = namespace(block)
+    d = _distances_block(block, centers, scale=scale, metric=metric, squared=True, out_dtype=xp.float64)
+    return xp.min(d, axis=1)
+
+
+def _parameter_message(est, msg: str) -> str:
+    """scikit-learn's "The 'tol' parameter of KMeans must be ... Got -1.0 instead." as
+    "tol=-1.0 must be ...; pass e.g. tol=0.0001" (the value, the bound, the fix)."""
+    m = re.match(r"The '(\w+)' parameter of \w+ must be (.*)\. Got .* instead\.?$", msg, re.S)
+    if not m:
+        return msg
+    name, wanted = m.groups()
+    default = inspect.signature(type(est)).parameters[name].default
+    return f"{name}={getattr(est, name)!r} must be {wanted}; pass e.g. {name}={default!r}"
+
+
+def _one_line(e: Exception) -> str:
+    """scikit-learn's validation message, first line only (the CLI prints one line), with the fix."""
+    lines = [ln.strip() for ln in str(e).strip().splitlines()]
+    first = lines[0].rstrip(".")
+    if "NaN" in first or "infinity" in first:
+        return f"{first}; k-means needs finite values: drop or impute them (e.g. sklearn.impute.SimpleImputer)"
+    if "Complex" in first:
+        return f"{first}; pass the real part (X.real) or the magnitude (abs(X))"
+    # the rest without the dump of the data ("array=[...]")
+    return " ".join(ln for ln in lines if ln and not ln.startswith(("array=", "[")))
+
+
+def _is_device_array(X) -> bool:
+    """A non-NumPy array the engine takes as it is (CuPy, array-API arrays), not a list or a DataFrame."""
+    if isinstance(X, np.ndarray) or not hasattr(X, "shape") or not hasattr(X, "dtype"):
+        return False
+    return hasattr(X, "__array_namespace__") or type(X).__module__.split(".")[0] == "cupy"
+
+
+@contextlib.contextmanager
+def _verbosity(verbose: int):
+    """``verbose >= 1``: the 'daskmeans' log lines (one per iteration) also go to stdout."""
+    if not verbose:
+        yield
+        return
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setLevel(logging.INFO)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    old = logger.level
+    if logger.getEffectiveLevel() > logging.INFO:
+        logger.setLevel(logging.INFO)
+    logger.addHandler(handler)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(old)
+
+
+class KMeans(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMixin, BaseEstimator):
+    """k-means clustering on chunked Dask arrays (NumPy or CuPy blocks), scikit-learn's API.
+
+    scikit-learn's semantics (``fit``/``predict``/``transform``/``score``,
+    ``cluster_centers_``, ``labels_``, ``inertia_``, ``n_iter_``, the same
+    convergence rules, k-means++ with the same random draws, float data centred
+    before the fit), computed chunk by chunk with a tree reduction so the data
+    never has to fit in memory.
 
     Parameters
     ----------
     n_clusters : int, default 8
     init : {"k-means++", "random"} or array (n_clusters, n_features), default "k-means++"
         "random" draws centres uniformly in [0, 1]^d, as the original notebook.
+        An array is in the centres' units (pixels in [0, 1] for uint8 data).
     n_init : int, default 1
         Runs with different initial centres; the lowest inertia wins.
     max_iter : int, default 300
@@ -56,30 +187,66 @@ class KMeans:
     chunk_size : int or None
         Rows per chunk when NumPy arrays are given (dask arrays keep theirs).
     persist : bool, default True
-        Keep the (uint8) data in memory (or on the workers) during the fit;
-        False reads chunks from their source in every iteration (out of core).
-    split_every : int, default 8
-        Fan-in of the tree reduction.
-    algorithm : {"lloyd", "hamerly"}, default "lloyd"
+        Keep the data in memory (or on the workers) during the fit; False reads
+        chunks from their source in every iteration (out of core).
+    split_every : int or None
+        Fan-in of the tree reduction (default: config ``kmeans.split-every``).
+    algorithm : {"auto", "lloyd", "hamerly"}, default "auto"
         "hamerly" keeps per-row distance bounds on the workers and skips the
-        distances they prove unnecessary (with a margin for float32 rounding):
-        the same labels, centres and iterations as "lloyd", measured 2.8x
-        faster on CIFAR-10 (``metric="l2"`` and uint8 data only).
+        distances they prove unnecessary: the same labels, centres and
+        iterations as "lloyd" (``metric="l2"`` and uint8 data only). "auto":
+        hamerly for l2 on uint8 NumPy chunks, lloyd otherwise.
+    verbose : int, default 0
+        0: no output of its own (the 'daskmeans' logger logs as the application
+        configured it); 1 or more: also print the log lines (one per iteration)
+        to stdout during ``fit``.
 
     Attributes
     ----------
     cluster_centers_ : ndarray (n_clusters, n_features)
-        float32 for uint8/float32 data (pixels scaled to [0, 1]), float64 for float64.
+        float32 for uint8 pixels (scaled to [0, 1]) and float32 data; float64
+        for float64 and every other input (integers, bool), as scikit-learn.
     labels_ : dask array or ndarray (n_samples,) int32
         A dask array for dask input, NumPy for NumPy input.
     inertia_ : float
-        Sum of squared distances to the nearest centre (sum of L1 distances
-        for ``metric="l1"``), in centres' units.
+        Sum of (weighted) squared distances to the nearest centre (sum of L1
+        distances for ``metric="l1"``), in centres' units.
     n_iter_ : int
     converged_ : bool
+    algorithm_ : str
+        The algorithm that ran ("lloyd" or "hamerly").
+    init_centers_ : ndarray (n_clusters, n_features) float64
+        The initial centres of the best run, in centres' units.
     history_ : list of dict
         Per iteration: inertia, shift, changed, empty, seconds.
+    n_features_in_ : int
+    feature_names_in_ : ndarray of str
+        Only when X has string column names (a DataFrame).
+
+    Notes
+    -----
+    Input types: uint8 pixels keep their exact path (integer sums, centres in
+    [0, 1]); float32 and float64 are computed in their own precision after
+    subtracting the column means (added back to the centres); any other
+    numeric input (integers, bool, float16) is computed in float64. A model
+    fitted on pixels predicts pixels (uint8) and a model fitted on numbers
+    predicts numbers: mixing them is refused rather than silently rescaled.
     """
+
+    _parameter_constraints: dict = {
+        "n_clusters": [Interval(Integral, 1, None, closed="left")],
+        "init": [StrOptions({"k-means++", "random"}), "array-like"],
+        "n_init": [Interval(Integral, 1, None, closed="left")],
+        "max_iter": [Interval(Integral, 1, None, closed="left")],
+        "tol": [Interval(Real, 0, None, closed="left")],
+        "metric": [StrOptions({"l2", "l1"})],
+        "random_state": ["random_state"],
+        "chunk_size": [Interval(Integral, 1, None, closed="left"), None],
+        "persist": ["boolean"],
+        "split_every": [Interval(Integral, 2, None, closed="left"), None],
+        "algorithm": [StrOptions({"auto", "lloyd", "hamerly"})],
+        "verbose": ["verbose"],
+    }
 
     def __init__(
         self,
@@ -94,7 +261,8 @@ class KMeans:
         chunk_size=None,
         persist=True,
         split_every=None,
-        algorithm="lloyd",
+        algorithm="auto",
+        verbose=0,
     ):
         self.n_clusters = n_clusters
         self.init = init
@@ -107,151 +275,401 @@ class KMeans:
         self.persist = persist
         self.split_every = split_every
         self.algorithm = algorithm
+        self.verbose = verbose
 
-    # sklearn-style introspection, without requiring BaseEstimator
-    def get_params(self, deep=True):
-        return {
-            k: getattr(self, k)
-            for k in ("n_clusters", "init", "n_init", "max_iter", "tol", "metric",
-                      "random_state", "chunk_size", "persist", "split_every", "algorithm")
-        }
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.sparse = False
+        tags.input_tags.allow_nan = False
+        tags.transformer_tags.preserves_dtype = ["float64", "float32"]
+        return tags
 
-    def set_params(self, **params):
-        for k, v in params.items():
-            setattr(self, k, v)
-        return self
+    # -- validation at the edge -------------------------------------------------------
 
-    def __repr__(self):
-        changed = {k: v for k, v in self.get_params().items() if not _same(v, _DEFAULTS.get(k))}
-        args = ", ".join(f"{k}={v!r}" for k, v in changed.items())
-        return f"KMeans({args})"
+    def _check_params(self):
+        if get_config().get("skip_parameter_validation"):
+            return
+        try:
+            self._validate_params()
+        except InvalidParameterError as e:
+            raise ParameterError(_parameter_message(self, str(e))) from None
 
-    def _validate(self, X: da.Array):
-        n, d = X.shape
-        _check_int("n_clusters", self.n_clusters, 1, None)
-        if self.n_clusters > n:
+    def _prepare(self, X, *, fitting: bool) -> _Data:
+        """Check ``X`` once and bring it to the engine's form (lazily for dask input).
+
+        NaN/inf in NumPy input are found here; in dask input, during the fit's
+        first pass (the column means) or, for predict/transform/score, by a
+        check inside each chunk's task.
+        """
+        _check_feature_names(self, X, reset=fitting)
+        if sp.issparse(X):
             raise InputError(
-                f"n_samples={n} should be >= n_clusters={self.n_clusters}; use fewer clusters or more images"
+                f"X is a sparse {type(X).__name__}; daskmeans.KMeans needs dense data: pass X.toarray() if it "
+                "fits in memory, or a dask array of dense chunks"
             )
-        _check_int("max_iter", self.max_iter, 1, fix="; pass --max-iter 1 or more")
-        _check_int("n_init", self.n_init, 1)
-        if not isinstance(self.tol, numbers.Real) or not math.isfinite(self.tol) or self.tol < 0:
-            raise InputError(f"tol={self.tol!r} must be a finite number >= 0; pass e.g. --tol 1e-4 (0 = until no label changes)")
-        if self.metric not in _METRICS:
-            raise InputError(f"metric={self.metric!r} is not one of {', '.join(_METRICS)}")
-        if self.algorithm not in _ALGORITHMS:
-            raise InputError(f"algorithm={self.algorithm!r} is not one of {', '.join(_ALGORITHMS)}")
-        if self.algorithm == "hamerly" and self.metric != "l2":
-            raise InputError("algorithm='hamerly' needs metric='l2' (its bounds are Euclidean); use algorithm='lloyd'")
-        if self.algorithm == "hamerly" and np.dtype(X.dtype) not in (np.dtype(np.uint8), np.dtype(np.int8), np.dtype(bool)):
-            # incremental sums equal Lloyd's full sums only when they are exact (small integers)
-            raise InputError(
-                f"algorithm='hamerly' needs uint8 data (exact sums), got {X.dtype}; use algorithm='lloyd'"
-            )
-        if isinstance(self.init, str):
-            if self.init not in ("k-means++", "random"):
-                raise InputError(f"init={self.init!r} is not 'k-means++', 'random' or an array of centres")
+        was_dask = isinstance(X, da.Array)
+        lazy = was_dask or _is_device_array(X)
+        if lazy:
+            kind = np.dtype(X.dtype).kind
+            if kind == "c":
+                raise InputError("Complex data not supported; pass the real part (X.real) or its magnitude (abs(X))")
+            if kind not in "biuf":
+                raise InputError(f"X has dtype {X.dtype}; k-means needs numbers (uint8 pixels, integers or floats)")
+            if X.ndim < 2:
+                raise InputError(
+                    f"Expected 2D array, got {X.ndim}D array of shape {X.shape} instead; reshape your data "
+                    "with X.reshape(-1, 1) (one feature) or X.reshape(1, -1) (one sample)"
+                )
         else:
-            arr = np.asarray(to_numpy(self.init))
-            if arr.shape != (self.n_clusters, d):
-                if arr.ndim >= 2 and arr.shape[0] == self.n_clusters and math.prod(arr.shape[1:]) == d:
-                    pass
-                else:
-                    raise InputError(
-                        f"init has shape {arr.shape}, expected ({self.n_clusters}, {d}) "
-                        f"(n_clusters x n_features); save centres of that shape or use init='k-means++'"
-                    )
-            if not np.issubdtype(arr.dtype, np.number) or not np.all(np.isfinite(arr)):
-                raise InputError("init contains NaN or infinite values; pass finite centres")
-            if self.n_init != 1:
-                logger.warning("n_init=%d ignored: explicit initial centres give one run", self.n_init)
+            try:
+                X = check_array(
+                    X, accept_sparse=False, dtype="numeric", allow_nd=True, ensure_all_finite=True,
+                    ensure_min_samples=1, ensure_min_features=1, estimator=self, input_name="X",
+                )
+            except ValueError as e:
+                raise InputError(_one_line(e)) from None
+        n = X.shape[0]
+        d = math.prod(X.shape[1:])
+        if n < 1 or d < 1:
+            what = f"{n} sample(s)" if n < 1 else f"{d} feature(s)"
+            raise InputError(f"Found array with {what} (shape={X.shape}) while a minimum of 1 is required by KMeans")
+        Xd = as_rows(X, self.chunk_size)
+        pixels = np.dtype(Xd.dtype) == np.uint8
+        if not pixels and np.dtype(Xd.dtype) not in (np.dtype(np.float32), np.dtype(np.float64)):
+            Xd = Xd.astype(np.float64)  # integers, bool, float16: float64 as scikit-learn
+        if not fitting:
+            if d != self.n_features_in_:
+                raise InputError(
+                    f"X has {d} features, but KMeans is expecting {self.n_features_in_} features as input "
+                    "(the number it was fitted with)"
+                )
+            if pixels != self._pixels:
+                fitted, given = ("uint8 pixels", "numbers") if self._pixels else ("numbers", "uint8 pixels")
+                raise InputError(
+                    f"this KMeans was fitted on {fitted} but X holds {given} (dtype {X.dtype}); pixels are "
+                    "scaled to [0, 1] and numbers are not, so pass X of the kind it was fitted on"
+                )
+            if lazy and not pixels:
+                Xd = Xd.map_blocks(_finite_block, dtype=Xd.dtype, meta=Xd._meta)
+            if self._offset is not None:
+                Xd = Xd.map_blocks(_center_block, offset=self._offset.astype(Xd.dtype), dtype=Xd.dtype,
+                                   meta=Xd._meta)
+        return _Data(X=Xd, was_dask=was_dask, pixels=pixels)
 
-    def fit(self, X, y=None, *, on_iteration=None, resume=None):
+    def _check_init(self, d: int):
+        """The ``init`` array as float64 ``(n_clusters, d)``, or the method's name."""
+        if isinstance(self.init, str):
+            return self.init
+        arr = np.asarray(to_numpy(self.init))
+        if not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool) or np.iscomplexobj(arr):
+            raise InputError(f"init has dtype {arr.dtype}; pass real numbers (n_clusters x n_features)")
+        arr = arr.astype(np.float64)
+        k = self.n_clusters
+        if arr.shape != (k, d) and not (arr.ndim >= 2 and arr.shape[0] == k and math.prod(arr.shape[1:]) == d):
+            raise InputError(
+                f"init has shape {arr.shape}, expected ({k}, {d}) (n_clusters x n_features); "
+                "pass centres of that shape or init='k-means++'"
+            )
+        if not np.all(np.isfinite(arr)):
+            raise InputError("init contains NaN or infinity; pass finite centres")
+        if self.n_init != 1:
+            warnings.warn(
+                f"Explicit initial center position passed: performing only one init in KMeans instead of "
+                f"n_init={self.n_init}.",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+        return arr.reshape(k, d)
+
+    def _resolve_algorithm(self, Xd: da.Array) -> str:
+        pixels = np.dtype(Xd.dtype) == np.uint8
+        on_cpu = isinstance(Xd._meta, np.ndarray)
+        if self.algorithm == "auto":
+            return "hamerly" if pixels and self.metric == "l2" and on_cpu else "lloyd"
+        if self.algorithm == "hamerly":
+            if self.metric != "l2":
+                raise InputError("algorithm='hamerly' needs metric='l2' (its bounds are Euclidean); use algorithm='lloyd'")
+            if not pixels:
+                raise InputError(
+                    f"algorithm='hamerly' needs uint8 data (exact sums), got {Xd.dtype} (integers other than uint8 "
+                    "are computed in float64); use algorithm='lloyd' or 'auto'"
+                )
+        return self.algorithm
+
+    @staticmethod
+    def _check_weights(sample_weight, n: int):
+        """``sample_weight`` as float64 NumPy ``(n,)`` (None stays None), checked."""
+        if sample_weight is None:
+            return None
+        w = sample_weight.compute() if isinstance(sample_weight, da.Array) else sample_weight
+        w = to_numpy(w) if hasattr(w, "shape") and not isinstance(w, np.ndarray) else w
+        try:
+            w = np.asarray(w, dtype=np.float64)
+        except (TypeError, ValueError) as e:
+            raise InputError(f"sample_weight must be numbers, one per sample ({e})") from None
+        if w.ndim == 0:
+            w = np.full(n, float(w))
+        if w.shape != (n,):
+            raise InputError(f"sample_weight.shape == {w.shape}, expected ({n},): one weight per sample")
+        if not np.all(np.isfinite(w)):
+            raise InputError("sample_weight contains NaN or infinity; pass finite weights")
+        if np.any(w < 0):
+            raise InputError("Negative values in sample_weight are not allowed; pass weights >= 0")
+        if not np.any(w > 0):
+            raise InputError("Sample weights must contain at least one non-zero number")
+        return w
+
+    # -- fitting ----------------------------------------------------------------------
+
+    def fit(self, X, y=None, sample_weight=None, *, on_iteration=None, resume=None):
         """Cluster ``X`` (n_samples, n_features) or images (n, h, w, c).
 
-        ``on_iteration``/``resume``: see :func:`lloyd` (checkpointing).
+        Parameters
+        ----------
+        X : array-like, dask array or CuPy array
+            Rows to cluster; images are flattened (HWC order).
+        y : ignored
+        sample_weight : array-like (n_samples,) or None
+            Weights of the rows. Supported exactly: None, equal weights, and
+            zero for rows to leave out with one positive value for the others
+            (zero-weight rows still get a label). Unequal positive weights need
+            weighted sums in the engine's Lloyd step and are refused for now.
+        on_iteration, resume :
+            Checkpointing, see :func:`daskmeans.kmeans.lloyd`; the states are in
+            the centres' units of X (the centring of float data is undone).
         """
-        was_dask = isinstance(X, da.Array)
-        Xd = as_rows(X, self.chunk_size)
-        self._validate(Xd)
-        with one_blas_thread():
-            best, tol, t0, Xd = self._fit(Xd, on_iteration, resume)
-        self.fit_seconds_ = time.perf_counter() - t0
-        self.tol_ = tol
-        self.cluster_centers_ = best.centers.astype(X_work(Xd))
-        self.labels_ = best.labels if was_dask else to_numpy(best.labels.compute())
-        self.inertia_ = best.inertia
-        self.n_iter_ = best.n_iter
-        self.converged_ = best.converged
-        self.history_ = best.history
-        self.n_features_in_ = Xd.shape[1]
+        self._check_params()
+        data = self._prepare(X, fitting=True)
+        self._fit(data, sample_weight, on_iteration, resume)
         return self
 
-    def _fit(self, Xd, on_iteration, resume):
-        from sklearn.utils import check_random_state
-
-        t0 = time.perf_counter()
-        if self.persist:
-            Xd = Xd.persist()
+    def _fit(self, data: _Data, sample_weight, on_iteration, resume) -> da.Array:
+        """Fit on prepared data; returns the (centred, persisted) working array."""
+        Xd = data.X
+        n, d = Xd.shape
+        k = self.n_clusters
+        if k > n:
+            raise InputError(f"n_samples={n} should be >= n_clusters={k}; use fewer clusters or more samples")
+        w = self._check_weights(sample_weight, n)
+        keep, weight = None, 1.0
+        if w is not None:
+            positive = w > 0
+            values = w[positive]
+            if values.max() != values.min():
+                raise InputError(
+                    f"sample_weight with unequal positive values (from {values.min():g} to {values.max():g}) is not "
+                    "supported yet: the Lloyd step has no weighted sums (engine support pending); pass "
+                    "sample_weight=None, equal weights, or 0 for rows to leave out and one value for the others"
+                )
+            weight = float(values[0])
+            if not positive.all():
+                keep = positive
+                if int(keep.sum()) < k:
+                    raise InputError(
+                        f"only {int(keep.sum())} samples have a positive sample_weight, fewer than n_clusters={k}; "
+                        "use fewer clusters or give more samples a weight"
+                    )
+        algorithm = self._resolve_algorithm(Xd)
+        init = self._check_init(d)
         split_every = int(self.split_every or config.get("kmeans.split-every") or 8)
-        scale = pixel_scale(Xd.dtype)
-        tol = tolerance(Xd, float(self.tol), scale, split_every)
+        t0 = time.perf_counter()
+        with one_blas_thread(), _verbosity(self.verbose):
+            if self.persist:
+                Xd = Xd.persist()
+            offset = None
+            if not data.pixels:
+                Xd, offset = self._centre(Xd)
+            scale = pixel_scale(Xd.dtype)
+            tol = tolerance(Xd, float(self.tol), scale, split_every)
+            Xfit = Xd if keep is None else Xd[keep]
+            best, best_init = self._runs(Xfit, init, offset, split_every, tol, algorithm, on_iteration, resume)
+            if keep is None:
+                labels = best.labels
+            else:  # the rows left out get their nearest centre too, as in scikit-learn
+                labels = predict_labels(Xd, best.centers, self.metric).persist()
+            if not data.was_dask:
+                labels = to_numpy(labels.compute())
+            if isinstance(labels, np.ndarray):
+                distinct = len(np.unique(labels))
+            else:
+                distinct = int(np.count_nonzero(to_numpy(da.bincount(labels, minlength=k).compute())))
+        if distinct < k:
+            warnings.warn(
+                f"Number of distinct clusters ({distinct}) found smaller than n_clusters ({k}). "
+                "Possibly due to duplicate points in X.",
+                ConvergenceWarning,
+                stacklevel=3,
+            )
+        shift = 0.0 if offset is None else offset
+        self._offset = offset
+        self._pixels = data.pixels
+        self._centers_fit = np.array(best.centers, dtype=np.float64)
+        self.cluster_centers_ = (best.centers + shift).astype(X_work(Xd))
+        self._centers_out = self.cluster_centers_.copy()
+        self.init_centers_ = best_init + shift
+        self.labels_ = labels
+        self.inertia_ = float(best.inertia) * weight
+        self.n_iter_ = int(best.n_iter)
+        self.converged_ = bool(best.converged)
+        self.history_ = best.history
+        self.algorithm_ = algorithm
+        self.tol_ = tol
+        self.n_features_in_ = d
+        self.fit_seconds_ = time.perf_counter() - t0
+        return Xd
+
+    def _centre(self, Xd: da.Array):
+        """Float data minus its column means (scikit-learn centres X too), checked finite on the way."""
+        n = Xd.shape[0]
+        sums = to_numpy(Xd.sum(axis=0, dtype=np.float64).compute())
+        if not np.all(np.isfinite(sums)):
+            if not bool(da.isfinite(Xd).all().compute()):
+                raise InputError("Input X contains NaN or infinity; k-means needs finite values: drop or impute them")
+            raise InputError("X holds values too large to sum in float64; rescale X (e.g. divide it by its maximum)")
+        # The mean as X's dtype holds it: exactly what is subtracted, and added back to the centres.
+        offset = (sums / n).astype(Xd.dtype).astype(np.float64)
+        Xc = Xd.map_blocks(_center_block, offset=offset.astype(Xd.dtype), dtype=Xd.dtype, meta=Xd._meta)
+        if self.persist:
+            Xc = Xc.persist()
+        return Xc, offset
+
+    def _runs(self, Xd, init, offset, split_every, tol, algorithm, on_iteration, resume):
+        """``n_init`` runs of the engine on centred data; the best result and its initial centres."""
         rng = check_random_state(self.random_state)
-        n_runs = self.n_init if isinstance(self.init, str) else 1
-        best = None
+        shift = 0.0 if offset is None else offset
+        n_runs = self.n_init if isinstance(init, str) else 1
+        if resume is not None and offset is not None:
+            resume = {**resume, **{key: np.asarray(resume[key], dtype=np.float64) - offset
+                                   for key in ("centers", "centers_prev", "init") if key in resume}}
+        best = best_init = None
         for run in range(n_runs):
             if resume is not None:
                 centers0 = np.asarray(resume["init"], dtype=np.float64)
-            else:
+            elif isinstance(init, str):
                 t_init = time.perf_counter()
-                if isinstance(self.init, str):
-                    logger.info("initialising %d centres (%s)...", self.n_clusters, self.init)
-                centers0 = init_centers(Xd, self.n_clusters, self.init, rng, split_every)
-                if isinstance(self.init, str):
-                    logger.info("initial centres ready in %.1f s", time.perf_counter() - t_init)
-            self.init_centers_ = centers0
+                logger.info("initialising %d centres (%s)...", self.n_clusters, init)
+                centers0 = init_centers(Xd, self.n_clusters, init, rng, split_every)
+                if init == "random":  # uniform in [0, 1]^d in X's units, not the centred ones
+                    centers0 = centers0 - shift
+                logger.info("initial centres ready in %.1f s", time.perf_counter() - t_init)
+            else:
+                centers0 = init - shift
+            report = None
+            if on_iteration is not None:
+                def report(state, c0=centers0):
+                    state = {**state, "init": c0}
+                    if offset is not None:
+                        state.update({key: np.asarray(state[key], dtype=np.float64) + offset
+                                      for key in ("centers", "centers_prev", "init")})
+                    on_iteration(state)
             result = lloyd(
-                Xd,
-                centers0,
-                max_iter=self.max_iter,
-                tol=tol,
-                metric=self.metric,
-                split_every=split_every,
-                on_iteration=(lambda s, c0=centers0: on_iteration({**s, "init": c0})) if on_iteration else None,
-                resume=resume,
-                algorithm=self.algorithm,
+                Xd, centers0, max_iter=self.max_iter, tol=tol, metric=self.metric, split_every=split_every,
+                on_iteration=report, resume=resume, algorithm=algorithm,
             )
             resume = None
             if n_runs > 1:
                 logger.info("run %d/%d: inertia %.6g", run + 1, n_runs, result.inertia)
             if best is None or result.inertia < best.inertia:
-                best = result
-        return best, tol, t0, Xd
+                best, best_init = result, np.asarray(centers0, dtype=np.float64)
+        return best, best_init
 
-    def _check_fitted(self):
-        if not hasattr(self, "cluster_centers_"):
-            raise InputError("this KMeans instance is not fitted yet; call fit(X) first")
+    def fit_predict(self, X, y=None, sample_weight=None):
+        """Fit and return ``labels_`` (a dask array for dask input)."""
+        return self.fit(X, sample_weight=sample_weight).labels_
+
+    def fit_transform(self, X, y=None, sample_weight=None):
+        """Fit and return the distances of X's rows to the centres (validated once)."""
+        self._check_params()
+        data = self._prepare(X, fitting=True)
+        data.X = self._fit(data, sample_weight, None, None)
+        return self._transform(data)
+
+    # -- using the fitted model -------------------------------------------------------
+
+    @property
+    def _n_features_out(self):
+        return self.cluster_centers_.shape[0]
+
+    def _centers(self) -> np.ndarray:
+        """The centres in the working units (centred for float data), float64."""
+        if np.array_equal(self.cluster_centers_, self._centers_out):
+            return self._centers_fit
+        c = np.asarray(self.cluster_centers_, dtype=np.float64)  # set by the user after the fit
+        return c if self._offset is None else c - self._offset
 
     def predict(self, X):
-        """Nearest learned centre of each row: dask array in, dask array out (lazy)."""
-        self._check_fitted()
-        was_dask = isinstance(X, da.Array)
-        Xd = as_rows(X, self.chunk_size)
-        if Xd.shape[1] != self.n_features_in_:
-            raise InputError(
-                f"X has {Xd.shape[1]} features but this KMeans was fitted with {self.n_features_in_}"
-            )
-        labels = predict_labels(Xd, self.cluster_centers_, self.metric)
-        return labels if was_dask else to_numpy(labels.compute())
+        """Nearest learned centre of each row: dask array in, dask array out (lazy); NumPy in, NumPy out."""
+        _check_fitted(self)
+        data = self._prepare(X, fitting=False)
+        labels = predict_labels(data.X, self._centers(), self.metric)
+        if data.was_dask:
+            return labels
+        with one_blas_thread():
+            return to_numpy(labels.compute())
 
-    def fit_predict(self, X, y=None):
-        return self.fit(X).labels_
+    def transform(self, X):
+        """Distances ``(n_samples, n_clusters)`` from each row to each centre.
 
+        Euclidean for ``metric="l2"`` (as scikit-learn), Manhattan for "l1", in
+        centres' units; float32 for float32 and pixel data, float64 otherwise.
+        Dask in, dask out (lazy, X's row chunks); NumPy in, NumPy out.
+        """
+        _check_fitted(self)
+        return self._transform(self._prepare(X, fitting=False))
 
-_DEFAULTS = KMeans().get_params()
+    def _transform(self, data: _Data):
+        Xd = data.X
+        k = self.n_clusters
+        out = np.dtype(X_work(Xd))
+        xp = namespace(Xd._meta)
+        D = Xd.map_blocks(
+            _distances_block, self._centers(), scale=pixel_scale(Xd.dtype), metric=self.metric, squared=False,
+            out_dtype=out, chunks=(Xd.chunks[0], (k,)), dtype=out, meta=xp.zeros((0, 0), dtype=out),
+        )
+        if data.was_dask:
+            return D
+        with one_blas_thread():
+            return to_numpy(D.compute())
 
+    def score(self, X, y=None, sample_weight=None):
+        """Opposite of the (weighted) k-means objective of X: ``-sum(w * min distance)``.
 
-def _same(a, b):
-    if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
-        return False
-    return a == b
+        Squared Euclidean distances for ``metric="l2"`` (scikit-learn's
+        ``score``), L1 distances for "l1"; in centres' units. Any non-negative
+        weights are fine here (a weighted sum).
+        """
+        _check_fitted(self)
+        data = self._prepare(X, fitting=False)
+        Xd = data.X
+        w = self._check_weights(sample_weight, Xd.shape[0])
+        xp = namespace(Xd._meta)
+        mins = Xd.map_blocks(
+            _min_block, self._centers(), scale=pixel_scale(Xd.dtype), metric=self.metric, drop_axis=1,
+            dtype=np.float64, meta=xp.zeros((0,), dtype=np.float64),
+        )
+        with one_blas_thread():
+            if w is None:
+                return -float(to_numpy(mins.sum().compute()))
+            m = to_numpy(mins.compute())
+            return -float(np.dot(m, w))
+
+    # -- pickling ---------------------------------------------------------------------
+
+    def __getstate__(self):
+        """Labels that live on a cluster (persisted futures) travel as values.
+
+        A model fitted with a distributed Client then loads and predicts in a
+        process that has no cluster; dask labels stay dask arrays (same chunks).
+        """
+        state = super().__getstate__()
+        labels = state.get("labels_")
+        if isinstance(labels, da.Array):
+            try:
+                values = to_numpy(labels.compute())
+            except Exception as e:  # the cluster that holds them is gone
+                raise InputError(
+                    f"cannot pickle this KMeans: its labels_ live on a Dask cluster that cannot be reached ({e}); "
+                    "pickle it while its Client is open, or set km.labels_ = None first"
+                ) from None
+            state["labels_"] = da.from_array(values, chunks=labels.chunks)
+        return state
