@@ -29,9 +29,10 @@ from .cluster import check_where
 from .cluster import scheduler as open_scheduler
 from .data import load_cifar10
 from .errors import InputError
-from .kmeans import _METRICS, as_rows, predict_labels
+from .kmeans import as_rows, predict_labels
 from .metrics import contingency, majority_mapping, scores
 from .outputs import OutputDir
+from .params import METRICS, SPLITS
 from .report import fig_contingency
 
 logger = logging.getLogger("daskmeans")
@@ -215,16 +216,16 @@ def predict(run, *, data=None, split: str = "test", subset=None, seed: int = 0, 
     Returns a dict: ``labels`` (NumPy int32), and the report entries of
     :func:`apply_centroids` plus ``run``, ``k``, ``metric``, ``class_names``.
     """
-    if split not in ("train", "test", "all"):
-        raise InputError(f"--split {split!r} is not one of train, test, all")
+    if split not in SPLITS:
+        raise InputError(f"--split {split!r} is not one of {', '.join(SPLITS)}")
     if subset is not None and subset < 1:
         raise InputError(f"--subset {subset}: must be >= 1 (or leave it out for the whole split)")
     check_where(cluster, scheduler)
     saved = load_run(run)
     report = saved["report"]
     metric = metric or ((report or {}).get("settings") or {}).get("metric") or "l2"
-    if metric not in _METRICS:
-        raise InputError(f"--metric {metric!r} is not one of {', '.join(_METRICS)}")
+    if metric not in METRICS:
+        raise InputError(f"--metric {metric!r} is not one of {', '.join(METRICS)}")
     centers = saved["centers"]
     k = centers.shape[0]
     if data is None:
@@ -319,11 +320,11 @@ def add_parser(subparsers, common) -> argparse.ArgumentParser:
     )
     p.add_argument("run", metavar="RUN", help="a run folder (with centroids.npy and report.json) or a .npy file of centres")
     p.add_argument("--data", metavar="PATH", help="data source as for run (default: the run's own data)")
-    p.add_argument("--split", default="test", choices=["train", "test", "all"], help="default: test")
+    p.add_argument("--split", default="test", choices=SPLITS, help="default: test")
     p.add_argument("--subset", type=int, metavar="N", help="a seeded random subset of N images")
     p.add_argument("--seed", type=int, default=0, help="seed of --subset (default 0)")
     p.add_argument("--chunk-size", type=int, metavar="ROWS", help="rows per chunk")
-    p.add_argument("--metric", choices=["l2", "l1"], help="assignment distance (default: the run's)")
+    p.add_argument("--metric", choices=METRICS, help="assignment distance (default: the run's)")
     p.add_argument("--scheduler", metavar="threads|local|tcp://HOST:PORT", help="as for run")
     p.add_argument("--cluster", metavar="NAME", help="a profile of cluster.yaml, as for run")
     p.add_argument("--n-workers", type=int, metavar="N", help="workers of --scheduler local")

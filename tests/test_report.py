@@ -435,3 +435,55 @@ def test_check_report_fails_on_a_page_with_a_broken_image(easy_run, tmp_path, ca
     fine = tmp_path / "fine.html"
     fine.write_text(_page_with(R.thumbnail(np.zeros((32, 32, 3), np.uint8))))
     assert check_report.browser_problems(fine) == []
+
+
+# --------------------------------------------------------------------------- #
+# Figures for a notebook: the same drawing as the PNG files
+# --------------------------------------------------------------------------- #
+def test_plot_functions_return_figures_that_display_inline_and_match_the_pngs(blobs):
+    from matplotlib.figure import Figure
+
+    rep = _fake()
+    rng = np.random.default_rng(0)
+    centers = rng.uniform(size=(3, 3072))
+    table = np.asarray(rep["contingency"])
+    s = R.plot_centers(centers, rep["class_names"], table=table)
+    assert isinstance(s, Figure)
+    png = s._repr_png_()  # what IPython shows for a figure that is the last expression of a cell
+    assert png_size(png)[0] > 300
+    # the PNG written by a run is this very figure, drawn by the same function
+    from daskmeans.metrics import scores
+
+    m = scores(table)
+    assert R.fig_centroids(centers, rep["class_names"], m["majority_class"], m["cluster_purity"]) == png
+    assert R.fig_contingency(table, rep["class_names"]) == R.to_png(R.plot_contingency(table, rep["class_names"]))
+    assert R.fig_convergence(rep["history"]) == R.to_png(R.plot_convergence(rep["history"]))
+
+    class Fitted:  # what plot_centers / plot_convergence read from a fitted KMeans
+        cluster_centers_ = centers
+        history_ = rep["history"]
+
+    assert R.to_png(R.plot_centers(Fitted())) == R.to_png(R.plot_centers(centers))
+    assert R.to_png(R.plot_convergence(Fitted())) == R.fig_convergence(rep["history"])
+    X, labels, classes, cents = blobs
+    ex = R.gather_examples(da.from_array(X[:, :48], chunks=(100, -1)), labels, classes, cents, m=3)
+    fig = R.plot_examples(ex, "farthest", shape=(4, 4, 3))
+    assert isinstance(fig, Figure) and png_size(fig._repr_png_())[1] > 100
+    with pytest.raises(ValueError, match="kind='middle' is not one of random, nearest, farthest"):
+        R.plot_examples(ex, "middle")
+
+
+def test_dashboard_address_only_where_it_opens_the_dashboard(monkeypatch):
+    import importlib.util
+
+    from daskmeans.report import page
+
+    rep = _fake()
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "bokeh" else real_find_spec(name, *a))
+    html_page = R.html_page(rep, [])
+    assert "http://127.0.0.1:8787/status" not in html_page
+    assert "the dashboard needs bokeh: pip install &#x27;daskmeans[dashboard]&#x27;" in html_page
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: object() if name == "bokeh" else None)
+    assert page.dashboard_text(rep["scheduler"]) == "http://127.0.0.1:8787/status"
+    assert page.dashboard_text({"kind": "threads", "dashboard": None}) == "-"
