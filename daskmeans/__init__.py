@@ -5,19 +5,14 @@
 >>> km = KMeans(10, random_state=0).fit(ds.flat())
 """
 
+#: The one place the version is written: pyproject.toml reads it from here (setuptools' dynamic version).
 __version__ = "0.1.0"
 
 from . import config  # noqa: E402,F401  (registers the packaged defaults with dask.config)
 from .errors import DaskmeansError, InputError  # noqa: E402
+from .data import load_cifar10  # noqa: E402
 from .estimator import KMeans  # noqa: E402
 from .kmeans import kmeans_plusplus  # noqa: E402
-
-
-def load_cifar10(*args, **kwargs):
-    """Load CIFAR-10 as dask arrays; see :func:`daskmeans.data.load_cifar10`."""
-    from .data import load_cifar10 as _load
-
-    return _load(*args, **kwargs)
 
 
 __all__ = ["KMeans", "kmeans_plusplus", "load_cifar10", "DaskmeansError", "InputError", "__version__"]
