@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import operator
 import time
 from dataclasses import dataclass, field
 
@@ -22,13 +21,14 @@ import dask.array as da
 import numpy as np
 from dask import delayed
 
-from . import config, kernels
+from . import algorithms, config, kernels
 from .backend import namespace, to_numpy
 from .errors import InputError
 from .graph import blocks as _blocks
 from .graph import host as _host
 from .graph import offsets as _offsets
 from .graph import tree_reduce as _tree
+from .placement import Placement
 
 logger = logging.getLogger("daskmeans")
 
@@ -219,17 +219,17 @@ class LloydResult:
     history: list = field(default_factory=list)
 
 
-def _relocate_empty(blocks, offsets, centers_used, sums, counts, empty, scale, metric, split_every):
+def _relocate_empty(X, centers_used, sums, counts, empty, scale, metric, split_every):
     """scikit-learn's rule: each empty cluster takes the row farthest from its centre.
 
-    The row leaves its old cluster's sums and counts. Rare, so it costs one
-    extra pass only in the iterations where it happens.
+    The row leaves its old cluster's sums and counts (in place). Rare, so it
+    costs one extra pass only in the iterations where it happens.
     """
     m = len(empty)
     c = delayed(centers_used)
     parts = [
         delayed(kernels.farthest)(b, c, int(off), m, scale=scale, metric=metric)
-        for b, off in zip(blocks, offsets[:-1])
+        for b, off in zip(_blocks(X), _offsets(X)[:-1])
     ]
     dist, idx, rows, labs = dask.compute(delayed(_host)(_tree(parts, split_every, kernels.merge_farthest, m)))[0]
     rows = np.asarray(rows, dtype=np.float64).reshape(len(idx), -1)
@@ -255,178 +255,107 @@ def lloyd(
     on_iteration=None,
     resume: dict | None = None,
     algorithm: str = "lloyd",
+    persist: bool | None = None,
 ) -> LloydResult:
-    """Lloyd's algorithm with scikit-learn's convergence rules.
+    """k-means iterations with scikit-learn's convergence rules; the algorithm is pluggable.
 
-    Stops on strict convergence (no label changed) or when the total squared
-    centre shift is ``<= tol`` (already scaled, see :func:`tolerance`), or after
-    ``max_iter`` iterations; then, unless strictly converged, a final
-    assignment makes the labels match the final centres.
+    Each iteration: one step of the algorithm (:mod:`daskmeans.algorithms`) over
+    the chunks, grouped by worker (:mod:`daskmeans.placement`); relocate empty
+    clusters; update the centres; record; check convergence (strict: no label
+    changed, else total squared centre shift ``<= tol``, already scaled: see
+    :func:`tolerance`); checkpoint. Then a final assignment gives the labels of
+    the final centres (equal to the last step's labels when strictly converged).
 
     Parameters
     ----------
     on_iteration : callable(state dict) or None
         Called after every iteration with ``iteration``, ``centers`` (new),
         ``centers_prev`` (used for that iteration's assignment), ``history``,
-        ``converged``: enough to checkpoint and resume exactly.
+        ``converged``, ``strict``: enough to checkpoint and resume exactly.
     resume : dict or None
         A state passed to ``on_iteration`` earlier: the loop continues after
-        its iteration. The previous labels are recomputed from
-        ``centers_prev``, so the result equals an uninterrupted run.
-    algorithm : {"lloyd", "hamerly"}
-        "hamerly" keeps distance bounds per row (per-chunk state) and skips the
-        rows whose nearest centre they prove unchanged, with a margin for
-        float32 rounding: the same labels, centres and iterations as "lloyd",
-        fewer distances (l2 only).
+        its iteration; the previous labels are rebuilt from ``centers_prev``, so
+        the result equals an uninterrupted run.
+    algorithm : {"lloyd", "hamerly", "auto"}
+        See :data:`daskmeans.algorithms.ALGORITHMS`; every one gives Lloyd's labels.
+    persist : bool or None
+        Keep the chunks in memory during the loop (None: as ``X`` is).
     """
     scale = pixel_scale(X.dtype)
-    blocks = _blocks(X)
-    offsets = _offsets(X)
+    wd = X_work(X)
+    algorithm = algorithms.resolve(algorithm, X.dtype, metric, backend_name(X))
     centers = np.asarray(centers, dtype=np.float64)
     history: list = []
-    old = [None] * len(blocks)
-    start = 0
-    strict = converged = False
+    start, strict, converged, prev_used = 0, False, False, None
     if resume is not None:
         start = int(resume["iteration"])
         history = list(resume["history"])
         centers = np.asarray(resume["centers"], dtype=np.float64)
-        prev = delayed(np.asarray(resume["centers_prev"], dtype=X_work(X)))
-        (old,) = dask.persist(
-            [delayed(kernels.assign_step, nout=2)(b, prev, scale=scale, metric=metric)[0] for b in blocks]
-        )
+        prev_used = np.asarray(resume["centers_prev"], dtype=wd)
         if resume.get("converged"):
-            start = max_iter  # nothing left but the final assignment
-            strict = bool(resume.get("strict"))
-            converged = True
+            start, strict, converged = max_iter, bool(resume.get("strict")), True
+    if persist is None:
+        persist = _is_persisted(X)
+    with Placement(X, persist=persist, split_every=split_every) as placement:
+        algo = algorithms.ALGORITHMS[algorithm](placement, scale=scale, metric=metric)
+        for i in range(start, max_iter):
+            t0 = time.perf_counter()
+            used = centers.astype(wd)
+            step = algo.step(used, prev_used, i + 1)
+            empty = np.flatnonzero(step.counts == 0)
+            if empty.size:
+                _relocate_empty(X, used, step.sums, step.counts, empty, scale, metric, split_every)
+                algo.invalidate()
+            new = centers.copy()
+            nz = step.counts > 0
+            new[nz] = step.sums[nz] / step.counts[nz, None] * scale
+            shift = float(((new - centers) ** 2).sum())
+            prev_used, centers = used, new
+            history.append(_record(i + 1, step, shift, int(empty.size), time.perf_counter() - t0, X.shape[0]))
+            # scikit-learn's order: strict convergence first (labels unchanged), then tol.
+            if i > 0 and step.changed == 0:
+                strict = converged = True
+            elif shift <= tol:
+                converged = True
+            if on_iteration is not None:
+                on_iteration({"iteration": i + 1, "centers": centers, "centers_prev": prev_used.astype(np.float64),
+                              "history": history, "converged": converged, "strict": strict})
+            if converged:
+                break
 
-    hamerly = algorithm == "hamerly"
-    if hamerly:
-        states = [None if o is None else (o, None, None, None) for o in old]
-        full_next, prev_raw = True, None
-    labels = old
-    for i in range(start, max_iter):
-        t0 = time.perf_counter()
-        used = centers.astype(X_work(X))
-        c = delayed(used)
-        computed = None
-        if hamerly:
-            raw = (used / scale).astype(np.float64)  # the centres the kernel sees, raw units
-            shifts = half_sep = None
-            if not full_next:
-                shifts = np.sqrt(((raw - prev_raw) ** 2).sum(axis=1)) * (1 + 1e-12)  # never understated
-                half_sep = 0.5 * _nearest_other(raw)
-            outs = [
-                delayed(kernels.hamerly_step, nout=2)(b, c, st, shifts, half_sep, scale=scale, full=full_next)
-                for b, st in zip(blocks, states)
-            ]
-            root = delayed(_host)(_tree([o[1] for o in outs], split_every))
-            states, root = dask.persist([o[0] for o in outs], root)
-            d_sums, d_counts, d_sq, changed, computed = root.compute()
-            if full_next:
-                S, N, Q = (np.array(v, dtype=t) for v, t in ((d_sums, np.float64), (d_counts, np.int64), (d_sq, np.float64)))
-            else:
-                S += d_sums
-                N += d_counts
-                Q += d_sq
-            # inertia from the exact per-cluster sums: sum ||x||^2 - 2 c.S + n ||c||^2
-            inertia = float((Q - 2 * (raw * S).sum(axis=1) + N * (raw * raw).sum(axis=1)).sum() * scale * scale)
-            labels = [delayed(operator.getitem)(st, 0) for st in states]
-            sums, counts = S.copy(), N.copy()
-            prev_raw, full_next = raw, False
-        else:
-            outs = [
-                delayed(kernels.lloyd_step, nout=2)(b, c, o, scale=scale, metric=metric)
-                for b, o in zip(blocks, old)
-            ]
-            root = delayed(_host)(_tree([o[1] for o in outs], split_every))
-            labels, root = dask.persist([o[0] for o in outs], root)
-            sums, counts, inertia, changed = root.compute()
-        sums = np.array(sums, dtype=np.float64)
-        counts = np.array(counts, dtype=np.int64)
-        empty = np.flatnonzero(counts == 0)
-        if empty.size:
-            _relocate_empty(blocks, offsets, used, sums, counts, empty, scale, metric, split_every)
-            if hamerly:
-                full_next = True  # a row moved on the client only: recount everything next time
-        new = centers.copy()
-        nz = counts > 0
-        new[nz] = sums[nz] / counts[nz, None] * scale
-        shift = float(((new - centers) ** 2).sum())
-        changed = int(changed)
-        prev, centers = centers, new
-        seconds = time.perf_counter() - t0
-        history.append(
-            {
-                "iteration": i + 1,
-                "inertia": float(inertia),
-                "shift": shift,
-                "changed": changed,
-                "empty": int(empty.size),
-                "seconds": seconds,
-            }
-        )
-        extra = ""
-        if computed is not None:
-            history[-1]["computed"] = int(computed)
-            extra = f"  ({int(computed) / max(X.shape[0], 1):.0%} of rows measured)"
-        logger.info(
-            "iter %3d  inertia %.6g  shift %.3g  changed %d  %.2fs%s", i + 1, float(inertia), shift, changed, seconds,
-            extra,
-        )
-        # scikit-learn's order: strict convergence first (labels unchanged), then tol.
-        if i > 0 and changed == 0:
-            strict = converged = True
-        elif shift <= tol:
-            converged = True
-        if on_iteration is not None:
-            on_iteration(
-                {
-                    "iteration": i + 1,
-                    "centers": centers,
-                    "centers_prev": prev,
-                    "history": history,
-                    "converged": converged,
-                    "strict": strict,
-                }
-            )
-        if converged:
-            break
-        old = labels
-
+    labels, inertia = _assign_all(X, centers, metric, split_every)
+    if strict and history:
+        inertia = history[-1]["inertia"]  # the same labels; the step's inertia (exact totals for Hamerly)
     n_iter = len(history)
-    if strict:
-        inertia = history[-1]["inertia"]
-    else:
-        labels, inertia = _assign_all(X, centers, metric, split_every)
     if converged:
         logger.info("converged after %d iterations (%s)", n_iter, "strict" if strict else "tol")
     else:
         logger.info("stopped after max_iter=%d iterations without converging", n_iter)
-    return LloydResult(
-        centers=centers,
-        labels=_labels_array(labels, X),
-        inertia=float(inertia),
-        n_iter=n_iter,
-        converged=converged,
-        strict=strict,
-        history=history,
-    )
+    return LloydResult(centers=centers, labels=_labels_array(labels, X), inertia=float(inertia), n_iter=n_iter,
+                       converged=converged, strict=strict, history=history)
 
 
-def _nearest_other(raw: np.ndarray) -> np.ndarray:
-    """Distance from each centre to its nearest other centre (inf for k = 1)."""
-    k = raw.shape[0]
-    if k == 1:
-        return np.full(1, np.inf)
-    sq = (raw * raw).sum(axis=1)
-    norm = np.sqrt(sq)
-    d2 = sq[:, None] + sq[None, :] - 2 * raw @ raw.T
-    # minus the worst-case float64 rounding of that formula: a bound must never overstate
-    gamma = 2 * raw.shape[1] * 2.0**-53
-    d2 = np.maximum(d2 - gamma * (norm[:, None] + norm[None, :]) ** 2, 0.0)
-    np.fill_diagonal(d2, np.inf)
-    return np.sqrt(d2.min(axis=1))
+def _record(iteration, step, shift, empty, seconds, n):
+    """One line of history (and of the log)."""
+    rec = {"iteration": iteration, "inertia": step.inertia, "shift": shift, "changed": step.changed,
+           "empty": empty, "seconds": seconds}
+    extra = ""
+    if step.computed is not None:
+        rec["computed"] = step.computed
+        extra = f"  ({step.computed / max(n, 1):.0%} of rows measured)"
+    logger.info("iter %3d  inertia %.6g  shift %.3g  changed %d  %.2fs%s", iteration, step.inertia, shift,
+                step.changed, seconds, extra)
+    return rec
+
+
+def _is_persisted(X: da.Array) -> bool:
+    """Whether every chunk of ``X`` is already in memory (a persisted array's graph holds only its chunks)."""
+    return len(X.__dask_graph__()) == X.npartitions
+
+
+def backend_name(X: da.Array) -> str:
+    """'cupy' for CuPy chunks, else 'numpy'."""
+    return "cupy" if "cupy" in type(X._meta).__module__ else "numpy"
 
 
 def X_work(X) -> np.dtype:

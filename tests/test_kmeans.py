@@ -203,28 +203,31 @@ def test_predict_before_fit_is_an_error():
         KMeans(2).predict(np.zeros((3, 2)))
 
 
-def test_graph_does_not_grow_across_iterations(pixels, monkeypatch):
-    """Every iteration computes a graph of the same size: persisted state, no lineage."""
-    import daskmeans.kmeans as kmod
+@pytest.mark.parametrize("algorithm", ["lloyd", "hamerly"])
+def test_tasks_per_iteration_follow_the_threads_not_the_chunks(pixels, monkeypatch, algorithm):
+    """Every iteration runs one task per group of chunks (one group per thread),
+    the same number in every iteration and for 6 or 60 chunks: nothing grows."""
+    import daskmeans.placement as pmod
 
-    sizes = []
-    real = dask.persist
-
-    def spy(*args, **kw):
-        flat = [a for arg in args for a in (arg if isinstance(arg, list) else [arg])]
-        graph = {}
-        for a in flat:
-            graph.update(dict(a.__dask_graph__()))
-        sizes.append(len(graph))
-        return real(*args, **kw)
-
-    monkeypatch.setattr(kmod.dask, "persist", spy)
     X, _, _ = pixels
     init = np.full((6, 20), 0.5) + np.linspace(-0.2, 0.2, 6)[:, None]
-    km = KMeans(6, init=init, tol=0, max_iter=6, persist=False).fit(chunked(X, (500,) * 6))
-    assert km.n_iter_ >= 4
-    per_iter = sizes[1 : km.n_iter_]  # first iteration has no previous labels
-    assert len(set(per_iter)) == 1, sizes
+    counts = {}
+    real = pmod.run_group
+
+    def spy(token, gid, func, sources, offsets, iteration, shared):
+        counts[iteration] = counts.get(iteration, 0) + 1
+        return real(token, gid, func, sources, offsets, iteration, shared)
+
+    monkeypatch.setattr(pmod, "run_group", spy)
+    per_chunking = []
+    for rows in (500, 50):
+        counts.clear()
+        with dask.config.set(num_workers=2):
+            km = KMeans(6, init=init, tol=0, max_iter=6, algorithm=algorithm).fit(chunked(X, rows))
+        assert km.n_iter_ >= 4
+        assert set(counts) == set(range(1, km.n_iter_ + 1))
+        per_chunking.append(set(counts.values()))
+    assert per_chunking == [{2}, {2}], per_chunking
 
 
 def test_as_rows_validates_shape():

@@ -1,0 +1,35 @@
+"""One module per k-means iteration algorithm; the loop in :mod:`daskmeans.kmeans` knows none.
+
+An algorithm is a small object made from a :class:`~daskmeans.placement.Placement`:
+
+- ``step(centers, prev, iteration) -> StepResult``: one pass over the data with
+  ``centers`` (the work dtype, centres' units); ``prev`` are the centres of the
+  previous step (None on the first), which a group uses to rebuild lost state.
+- ``invalidate()``: the client changed the clusters behind the workers' backs
+  (an empty cluster took a row): the next step recounts everything.
+
+Each keeps its per-chunk state on the workers, in a named type.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .base import StepResult
+from .hamerly import Hamerly
+from .lloyd import Lloyd
+
+#: name -> class; ``auto`` is resolved by :func:`resolve`.
+ALGORITHMS = {"lloyd": Lloyd, "hamerly": Hamerly}
+
+
+def resolve(name: str, dtype, metric: str, backend: str = "numpy") -> str:
+    """The algorithm ``auto`` stands for: Hamerly where it is exact (l2, small-integer
+    data: its incremental sums must be exact), Lloyd otherwise."""
+    if name != "auto":
+        return name
+    small_int = np.dtype(dtype) in (np.dtype(np.uint8), np.dtype(np.int8), np.dtype(bool))
+    return "hamerly" if metric == "l2" and small_int and backend == "numpy" else "lloyd"
+
+
+__all__ = ["ALGORITHMS", "Hamerly", "Lloyd", "StepResult", "resolve"]

@@ -1,0 +1,272 @@
+"""Where an iteration's work runs: chunks grouped by worker, one task per group.
+
+A pass over the data (one Lloyd or Hamerly iteration) is one task per *group*:
+a group is a run of chunks that one worker thread holds. The task runs the
+kernel over each of its chunks, keeps their per-chunk state (labels, Hamerly's
+bounds) in its own process (:data:`_REGISTRY`), and returns one summed partial;
+the partials are summed in a tree of fan-in ``split_every``. So an iteration
+costs O(worker threads) tasks and messages, not O(chunks), and only k x d sums
+travel.
+
+The same code runs on dask's threads (a thread pool in this process, groups =
+threads) and on a distributed cluster (``Client.submit`` pinned to the worker
+that holds the group's chunks, groups = that worker's threads). State is never
+essential: a group whose state is missing (a worker died and the task moved, a
+resumed run) rebuilds its previous labels from the previous centres, which
+gives exactly what was lost because labels are a deterministic function of the
+centres (see :mod:`daskmeans.kernels`). Each state records the iteration that
+made it, so a task that runs twice never mistakes its own output for its input.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import os
+import threading
+import uuid
+from dataclasses import dataclass, field
+
+import dask
+import dask.array as da
+import numpy as np
+
+from . import kernels
+from .graph import host
+
+try:  # distributed is a dependency, but the threaded path must not need a cluster
+    from distributed import default_client, futures_of
+except ImportError:  # pragma: no cover
+    default_client = futures_of = None
+
+#: Per-group state in this process: (token, group) -> (iteration, [state per chunk]).
+_REGISTRY: dict = {}
+_LOCK = threading.Lock()
+
+
+def _drop(token: str) -> int:
+    """Forget every state of one run in this process (run on every worker at the end)."""
+    with _LOCK:
+        keys = [k for k in _REGISTRY if k[0] == token]
+        for k in keys:
+            del _REGISTRY[k]
+    return len(keys)
+
+
+def _load(source):
+    """A chunk: an array already in memory, or a one-chunk dask array read now (out of core)."""
+    if isinstance(source, da.Array):
+        return source.compute(scheduler="sync")
+    return source
+
+
+def run_group(token, gid, func, sources, offsets, iteration, shared):
+    """Run ``func`` over one group's chunks with its saved state; save the new state.
+
+    ``func(states, blocks, offsets, shared) -> (states, partial)``; ``states`` is
+    None when this process holds no state made by iteration ``iteration - 1``.
+    """
+    with _LOCK:
+        saved = _REGISTRY.get((token, gid))
+    states = saved[1] if saved is not None and saved[0] == iteration - 1 else None
+    blocks = [_load(s) for s in sources]
+    states, partial = func(states, blocks, offsets, shared)
+    with _LOCK:
+        _REGISTRY[(token, gid)] = (iteration, states)
+    return host(partial)
+
+
+def _sum(*parts):
+    return kernels.combine(*parts)
+
+
+def current_client():
+    """The distributed Client that dask computes with now, or None (threads)."""
+    if default_client is None:
+        return None
+    try:
+        client = default_client()
+    except ValueError:
+        return None
+    if dask.config.get("scheduler", None) not in (None, "dask.distributed", "distributed"):
+        return None  # a Client exists, but the user asked dask for another scheduler
+    return client
+
+
+@dataclass
+class Group:
+    gid: int
+    chunks: list  # chunk indices, in order
+    sources: list  # per chunk: an array, a Future, or a one-chunk dask array
+    offsets: list  # global index of each chunk's first row
+    worker: str | None = None
+    rows: int = 0
+
+
+def _split(chunks, sizes, parts: int):
+    """Cut a list of chunk indices into at most ``parts`` runs of about equal rows."""
+    parts = max(1, min(parts, len(chunks)))
+    total = sum(sizes[c] for c in chunks)
+    runs, cur, acc = [], [], 0
+    for c in chunks:
+        cur.append(c)
+        acc += sizes[c]
+        if len(runs) < parts - 1 and acc >= total * (len(runs) + 1) / parts:
+            runs.append(cur)
+            cur = []
+    if cur:
+        runs.append(cur)
+    return runs
+
+
+@dataclass
+class Placement:
+    """Chunks of ``X`` grouped for per-group tasks; see the module doc.
+
+    Parameters
+    ----------
+    X : dask array (n, d), chunked by rows
+    persist : bool
+        Keep the chunks in memory (this process or the workers) during the
+        fit; False reads each chunk from its source in every pass.
+    split_every : int
+        Fan-in of the tree that sums the groups' partials.
+    """
+
+    X: da.Array
+    persist: bool = True
+    split_every: int = 8
+    client: object = None
+    groups: list = field(default_factory=list)
+    token: str = field(default_factory=lambda: uuid.uuid4().hex)
+
+    def __post_init__(self):
+        self.client = current_client() if self.client is None else self.client
+        sizes = list(self.X.chunks[0])
+        offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+        chunks = [i for i in range(len(sizes))]
+        if self.client is None:
+            self._pool = None
+            sources = self._local_sources()
+            runs = [(None, run) for run in _split(chunks, sizes, _local_threads())]
+        else:
+            sources, runs = self._distributed_runs(chunks, sizes)
+        for gid, (worker, run) in enumerate(runs):
+            self.groups.append(
+                Group(gid, run, [sources[c] for c in run], [int(offsets[c]) for c in run], worker,
+                      sum(sizes[c] for c in run))
+            )
+
+    # -- building the groups ------------------------------------------------------------
+
+    def _local_sources(self):
+        blocks = self.X.to_delayed(optimize_graph=True).ravel()
+        if self.persist:  # in memory once, here (already computed if X was persisted)
+            return list(dask.compute(*blocks, scheduler="threads"))
+        return [self.X.blocks[i] for i in range(len(blocks))]
+
+    def _distributed_runs(self, chunks, sizes):
+        client = self.client
+        nthreads = client.nthreads()
+        workers = sorted(nthreads)
+        if self.persist:
+            X = client.persist(self.X)
+            self.X = X
+            by_key = {f.key: f for f in futures_of(X)}
+            sources = [by_key[key] for key in _flat_keys(X)]
+            who = client.who_has(sources)
+            holder = {}
+            for c, f in enumerate(sources):
+                hs = who.get(f.key) or who.get(str(f.key)) or ()
+                holder.setdefault(sorted(hs)[0] if hs else workers[c % len(workers)], []).append(c)
+        else:
+            sources = [self.X.blocks[i] for i in chunks]
+            holder = {}
+            for w, run in zip(workers, _split(chunks, sizes, len(workers))):
+                holder[w] = run
+        runs = []
+        for w in sorted(holder):
+            for run in _split(holder[w], sizes, nthreads.get(w, 1)):
+                runs.append((w, run))
+        return sources, runs
+
+    # -- running a pass -----------------------------------------------------------------
+
+    def run(self, func, shared: dict, iteration: int):
+        """One task per group: ``func`` over its chunks; returns the summed partial (NumPy)."""
+        if self.client is None:
+            return self._run_local(func, shared, iteration)
+        return self._run_distributed(func, shared, iteration)
+
+    def _run_local(self, func, shared, iteration):
+        if self._pool is None:
+            self._pool = concurrent.futures.ThreadPoolExecutor(max(1, len(self.groups)), "daskmeans")
+        futs = [
+            self._pool.submit(run_group, self.token, g.gid, func, g.sources, g.offsets, iteration, shared)
+            for g in self.groups
+        ]
+        return kernels.combine(*[f.result() for f in futs])
+
+    def _run_distributed(self, func, shared, iteration):
+        client = self.client
+        # a list: scattering a dict would make each of its keys a cluster-wide key
+        (shared_f,) = client.scatter([shared], broadcast=True, hash=False)
+        futs = [
+            client.submit(
+                run_group, self.token, g.gid, func, g.sources, g.offsets, iteration, shared_f,
+                workers=[g.worker] if g.worker else None, allow_other_workers=True, pure=False,
+                key=f"daskmeans-group-{self.token[:8]}-{iteration}-{g.gid}",
+            )
+            for g in self.groups
+        ]
+        split = max(2, int(self.split_every))
+        level = 0
+        keep = list(futs)  # held until the root is computed: every level's inputs stay wanted
+        while len(futs) > 1:
+            futs = [
+                client.submit(_sum, *futs[i : i + split], pure=False,
+                              key=f"daskmeans-sum-{self.token[:8]}-{iteration}-{level}-{i}")
+                for i in range(0, len(futs), split)
+            ]
+            keep.extend(futs)
+            level += 1
+        result = futs[0].result()
+        del keep
+        return result
+
+    def close(self):
+        """Forget this run's per-group state everywhere; stop the local threads."""
+        if self.client is not None:
+            try:
+                self.client.run(_drop, self.token)
+            except Exception:  # noqa: BLE001 - a cluster already gone holds no state to drop
+                pass
+        _drop(self.token)
+        if getattr(self, "_pool", None) is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def _flat_keys(X):
+    keys = X.__dask_keys__()
+    out = []
+
+    def walk(k):
+        if isinstance(k, list):
+            for v in k:
+                walk(v)
+        else:
+            out.append(k)
+
+    walk(keys)
+    return out
+
+
+def _local_threads() -> int:
+    n = dask.config.get("num_workers", None)
+    return int(n) if n else (os.cpu_count() or 1)
