@@ -550,3 +550,12 @@ def _hamerly_sums(xp, block, sel, new, old, exact_sq, k):
         xs = xp.astype(raw, xp.float32 if small_int else xp.float64)  # exact: see module doc
         sums = sums + xp.astype(xp.astype(member[:, s:e], xs.dtype) @ xs, xp.float64)
     return sums, counts, sq
+
+
+def cluster_totals(block, labels, k: int):
+    """Per-cluster (sums (k, d) float64, counts (k,) int64, squared norms (k,) float64)
+    of a block's raw rows under ``labels``; exact for small integers."""
+    xp = namespace(block)
+    block = _flat(block, xp)
+    sel = xp.arange(block.shape[0], dtype=xp.int64)
+    return _hamerly_sums(xp, block, sel, labels, None, _exact_sq(xp, block), k)
