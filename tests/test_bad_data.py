@@ -571,24 +571,29 @@ def test_non_rgb_images_warned_once(tmp_path, caplog):
 
 
 @pytest.mark.timeout(120)
-def test_cli_one_line_exit_2(tmp_path):
-    forged = _forged_archive(tmp_path)
-    fifo = _fifo(tmp_path / "pipe.tar.gz")
-    bomb = _zero_bomb(tmp_path / "bomb.tar.gz", [f"images/train/cat/{i}.png" for i in range(6)])
-    cases = {
-        "dev-zero": (["--data", "/dev/zero"], {}),
-        "fifo": (["--data", str(fifo)], {}),
-        "bomb": (["--data", str(bomb)], {}),
-        "blank-md5": ([], {"DASK_DASKMEANS__DOWNLOAD__URL": forged.as_uri(), "DASK_DASKMEANS__DOWNLOAD__MD5": ""}),
-    }
-    for name, (args, extra) in cases.items():
-        env = dict(os.environ, DASKMEANS_CACHE=str(tmp_path / f"cache-{name}"), HOME=str(tmp_path / "home"), **extra)
-        env.pop("DASKMEANS_DATA", None)
-        t0 = time.monotonic()
-        p = subprocess.run([sys.executable, "-m", "daskmeans.cli", "ingest", "-q", *args], capture_output=True,
-                           text=True, env=env, cwd=tmp_path, timeout=100)
-        lines = p.stderr.splitlines()
-        assert p.returncode == 2, (name, p.stderr)
-        assert len(lines) == 1 and lines[0].startswith("daskmeans: error: "), (name, p.stderr)
-        assert time.monotonic() - t0 < 60
-        print(f"[{name}] exit {p.returncode}: {lines[0]}")
+@pytest.mark.parametrize(
+    "case",
+    ["dev-zero", pytest.param("fifo", marks=pytest.mark.slow), pytest.param("bomb", marks=pytest.mark.slow),
+     pytest.param("blank-md5", marks=pytest.mark.slow)],
+)
+def test_cli_one_line_exit_2(tmp_path, case):
+    # One subprocess each (a second or more): dev-zero in the default suite, the rest with -m slow.
+    if case == "dev-zero":
+        args, extra = ["--data", "/dev/zero"], {}
+    elif case == "fifo":
+        args, extra = ["--data", str(_fifo(tmp_path / "pipe.tar.gz"))], {}
+    elif case == "bomb":
+        args, extra = ["--data", str(_zero_bomb(tmp_path / "bomb.tar.gz", [f"images/train/cat/{i}.png" for i in range(6)]))], {}
+    else:
+        forged = _forged_archive(tmp_path)
+        args, extra = [], {"DASK_DASKMEANS__DOWNLOAD__URL": forged.as_uri(), "DASK_DASKMEANS__DOWNLOAD__MD5": ""}
+    env = dict(os.environ, DASKMEANS_CACHE=str(tmp_path / "cache"), HOME=str(tmp_path / "home"), **extra)
+    env.pop("DASKMEANS_DATA", None)
+    t0 = time.monotonic()
+    p = subprocess.run([sys.executable, "-m", "daskmeans.cli", "ingest", "-q", *args], capture_output=True,
+                       text=True, env=env, cwd=tmp_path, timeout=100)
+    lines = p.stderr.splitlines()
+    assert p.returncode == 2, p.stderr
+    assert len(lines) == 1 and lines[0].startswith("daskmeans: error: "), p.stderr
+    assert time.monotonic() - t0 < 60
+    print(f"[{case}] exit {p.returncode}: {lines[0]}")

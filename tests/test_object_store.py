@@ -283,6 +283,7 @@ def _cli_has_to() -> bool:
     return "--to" in cli.build_parser()._subparsers._group_actions[0].choices["ingest"].format_help()
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not _cli_has_to(), reason="daskmeans ingest has no --to yet (cli.py hunk not landed)")
 def test_cli_ingest_to_url(tmp_path, s3):
     root, expected = _expected(tmp_path)
