@@ -136,7 +136,7 @@ ZERO_STRIDES = (  # the issue's exploit: ndarray((1e9, 3072), uint8, buffer, 0, 
 @pytest.mark.parametrize(
     "payload, match",
     [
-        pytest.param(ZERO_STRIDES, "opcode|not callable|not a readable", id="ndarray-zero-strides"),
+        pytest.param(ZERO_STRIDES, "numpy.ndarray called directly", id="ndarray-zero-strides"),
         pytest.param(_batch(_array((10**9, 3072), b"x" * 8)), "shape|bytes", id="1e9-rows-few-bytes"),
         pytest.param(_batch(_array((10, 3072), b"x" * 3072)), "holds 3072 bytes", id="10-rows-1-row-of-bytes"),
         pytest.param(_batch(_array((2**62, 2**62), b"")), "shape", id="overflowing-shape"),

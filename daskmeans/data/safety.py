@@ -147,11 +147,14 @@ def scan_pickle(data: bytes, origin: str) -> None:
 class _NdarrayClass:
     """Stands for ``numpy.ndarray`` in a pickle: only :func:`_reconstruct` accepts it.
 
-    It is not callable, so ``ndarray(shape, dtype, buffer, offset, strides)`` (a
+    Calling it is refused, so ``ndarray(shape, dtype, buffer, offset, strides)`` (a
     view claiming any size from a few bytes) cannot be built.
     """
 
     __slots__ = ()
+
+    def __call__(self, *args, **kwargs):
+        raise pickle.UnpicklingError("numpy.ndarray called directly (a view of any size and strides)")
 
     def __repr__(self):
         return "numpy.ndarray"
