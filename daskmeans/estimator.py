@@ -29,7 +29,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Integral, Interval, InvalidParameterError, Real, StrOptions
 from sklearn.utils.validation import _check_feature_names, check_array, check_is_fitted
 
-from . import config
+from . import params
 from .backend import namespace, to_numpy
 from .errors import InputError
 from .kmeans import X_work, as_rows, init_centers, lloyd, one_blas_thread, pixel_scale, predict_labels, tolerance
@@ -159,6 +159,13 @@ def _verbosity(verbose: int):
         logger.setLevel(old)
 
 
+#: The estimator's defaults, from the parameter table.
+_DEFAULTS = {name: params.PARAMS[name].default for name in params.ESTIMATOR}
+
+#: Checked by scikit-learn's own rules only: a RandomState instance, verbose=True.
+_SKLEARN_ONLY = ("random_state", "verbose")
+
+
 class KMeans(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMixin, BaseEstimator):
     """k-means clustering on chunked Dask arrays (NumPy or CuPy blocks), scikit-learn's API.
 
@@ -233,36 +240,24 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMixin, Ba
     predicts numbers: mixing them is refused rather than silently rescaled.
     """
 
-    _parameter_constraints: dict = {
-        "n_clusters": [Interval(Integral, 1, None, closed="left")],
-        "init": [StrOptions({"k-means++", "random"}), "array-like"],
-        "n_init": [Interval(Integral, 1, None, closed="left")],
-        "max_iter": [Interval(Integral, 1, None, closed="left")],
-        "tol": [Interval(Real, 0, None, closed="left")],
-        "metric": [StrOptions({"l2", "l1"})],
-        "random_state": ["random_state"],
-        "chunk_size": [Interval(Integral, 1, None, closed="left"), None],
-        "persist": ["boolean"],
-        "split_every": [Interval(Integral, 2, None, closed="left"), None],
-        "algorithm": [StrOptions({"auto", "lloyd", "hamerly"})],
-        "verbose": ["verbose"],
-    }
+    #: Ranges and choices from the single parameter table (:mod:`daskmeans.params`).
+    _parameter_constraints: dict = params.sklearn_constraints(params.ESTIMATOR)
 
     def __init__(
         self,
-        n_clusters=8,
+        n_clusters=_DEFAULTS["n_clusters"],
         *,
-        init="k-means++",
-        n_init=1,
-        max_iter=300,
-        tol=1e-4,
-        metric="l2",
-        random_state=None,
-        chunk_size=None,
-        persist=True,
-        split_every=None,
-        algorithm="auto",
-        verbose=0,
+        init=_DEFAULTS["init"],
+        n_init=_DEFAULTS["n_init"],
+        max_iter=_DEFAULTS["max_iter"],
+        tol=_DEFAULTS["tol"],
+        metric=_DEFAULTS["metric"],
+        random_state=_DEFAULTS["random_state"],
+        chunk_size=_DEFAULTS["chunk_size"],
+        persist=_DEFAULTS["persist"],
+        split_every=_DEFAULTS["split_every"],
+        algorithm=_DEFAULTS["algorithm"],
+        verbose=_DEFAULTS["verbose"],
     ):
         self.n_clusters = n_clusters
         self.init = init
@@ -289,6 +284,12 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMixin, Ba
     def _check_params(self):
         if get_config().get("skip_parameter_validation"):
             return
+        try:  # the project's words first (value, bound, fix), then scikit-learn's constraints
+            for name in params.ESTIMATOR:
+                if name not in _SKLEARN_ONLY:
+                    params.check(name, getattr(self, name))
+        except InputError as e:
+            raise ParameterError(str(e)) from None
         try:
             self._validate_params()
         except InvalidParameterError as e:
@@ -471,7 +472,7 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMixin, Ba
                     )
         algorithm = self._resolve_algorithm(Xd)
         init = self._check_init(d)
-        split_every = int(self.split_every or config.get("kmeans.split-every") or 8)
+        split_every = int(self.split_every or params.default("split_every") or 8)
         t0 = time.perf_counter()
         with one_blas_thread(), _verbosity(self.verbose):
             if self.persist:

@@ -77,10 +77,11 @@ def test_estimator_api():
 @pytest.mark.parametrize(
     "params, match",
     [
-        (dict(n_clusters=0), r"n_clusters=0 must be an int in the range \[1, inf\)"),
+        (dict(n_clusters=0), "n_clusters=0 must be an integer >= 1; pass n_clusters=1 or more"),
+        (dict(random_state="x"), "random_state='x' must be"),
         (dict(tol=-1.0), "tol=-1.0 must be"),
-        (dict(metric="cosine"), "metric='cosine' must be"),
-        (dict(algorithm="elkan"), "algorithm='elkan' must be"),
+        (dict(metric="cosine"), "metric='cosine' is not one of l2, l1"),
+        (dict(algorithm="elkan"), "algorithm='elkan' is not one of auto, lloyd, hamerly"),
         (dict(chunk_size=0), "chunk_size=0 must be"),
     ],
 )
@@ -90,7 +91,7 @@ def test_bad_parameters_name_value_and_fix(params, match):
     X = np.random.RandomState(0).uniform(size=(20, 2))
     with pytest.raises(InvalidParameterError, match=match) as info:
         KMeans(**params).fit(X)
-    assert isinstance(info.value, InputError) and "pass e.g." in str(info.value)
+    assert isinstance(info.value, InputError) and "; pass " in str(info.value)
     assert "\n" not in str(info.value)
 
 
