@@ -1,0 +1,227 @@
+"""The engine's table: daskmeans vs scikit-learn, side by side in one process (issues 8 and 13).
+
+    python bench/bench_engine.py [--data ../shared/data/cifar10-images.tar.gz] [--json out.json]
+                                 [--only threads,local,small,converge,chunks,rss]
+
+Every row fits the same data from the same initial centres (k-means++ drawn once)
+with ``tol=0``; daskmeans' per-iteration seconds are its own history, scikit-learn's
+are its Lloyd kernel (``lloyd_iter_chunked_dense``, float32, all cores) timed per
+call in this process. Figures are medians; ratios are daskmeans / scikit-learn
+(below 1: daskmeans is faster). The machine, the BLAS kernel that ran
+(threadpoolctl) and the versions are printed first. The machine is shared and
+noisy: read ratios, and run twice.
+
+Sections:
+- threads: N = 50,000 on dask's threads, iterations 1-20 (most labels move) and
+  81-100 (late), the command line's default algorithm (auto = Hamerly here) and Lloyd;
+- local: the same on a LocalCluster of 2 worker processes, plus the per-iteration
+  overhead (an iteration whose kernel does nothing, 10 chunks);
+- small: N = 2,000 on threads;
+- converge: time to a converged fit from the library's defaults,
+  ``KMeans(10, random_state=s)`` vs scikit-learn's ``KMeans(n_clusters=10, random_state=s)``
+  (float32 [0, 1] input, its fast path), seeds 0-2, with the inertia ratio;
+- chunks: 10, 100 and 1,000 chunks on the 2-worker LocalCluster (issue 13);
+- rss: peak RSS of README's main job (``daskmeans run``, pictures included), a subprocess.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import dask
+import dask.array as da
+import numpy as np
+import sklearn
+import threadpoolctl
+from sklearn.cluster import KMeans as SKKMeans
+from sklearn.cluster._k_means_lloyd import lloyd_iter_chunked_dense
+from sklearn.utils._openmp_helpers import _openmp_effective_n_threads
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import daskmeans  # noqa: E402
+from daskmeans import KMeans, kmeans_plusplus  # noqa: E402
+from daskmeans.data import load_cifar10  # noqa: E402
+from daskmeans.placement import Placement  # noqa: E402
+
+DATA = ROOT.parent / "shared" / "data" / "cifar10-images.tar.gz"
+
+
+def machine() -> dict:
+    blas = [
+        {k: i.get(k) for k in ("internal_api", "version", "architecture", "num_threads")}
+        for i in threadpoolctl.threadpool_info()
+        if i.get("user_api") == "blas"
+    ]
+    return {
+        "cpu": platform.processor() or platform.machine(),
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "dask": dask.__version__,
+        "scikit-learn": sklearn.__version__,
+        "daskmeans": daskmeans.__version__,
+        "blas": blas,
+        "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE"),
+    }
+
+
+def sk_iterations(X32, centers, n_iter):
+    """Seconds of each call of scikit-learn's Lloyd kernel (its own loop's work), all cores."""
+    n = X32.shape[0]
+    w = np.ones(n, dtype=np.float32)
+    c = np.ascontiguousarray(centers, dtype=np.float32)
+    c_new = np.zeros_like(c)
+    wic = np.zeros(len(c), dtype=np.float32)
+    labels = np.full(n, -1, dtype=np.int32)
+    shift = np.zeros(len(c), dtype=np.float32)
+    threads = _openmp_effective_n_threads()
+    secs = []
+    for _ in range(n_iter):
+        t0 = time.perf_counter()
+        lloyd_iter_chunked_dense(X32, w, c, c_new, wic, labels, shift, threads)
+        secs.append(time.perf_counter() - t0)
+        c, c_new = c_new, c
+    return secs
+
+
+def dm_iterations(X, centers, max_iter, algorithm):
+    km = KMeans(len(centers), init=centers, tol=0, max_iter=max_iter, algorithm=algorithm).fit(X)
+    return [h["seconds"] for h in km.history_], km
+
+
+def med(xs):
+    return statistics.median(xs) if xs else float("nan")
+
+
+def row(table, case, dm, sk, note=""):
+    table.append({"case": case, "daskmeans_s": dm, "sklearn_s": sk, "ratio": dm / sk if sk else None, "note": note})
+    r = f"{dm / sk:.2f}x" if sk else ""
+    print(f"| {case} | {dm:.4f} | {sk:.4f} | {r} | {note} |", flush=True)
+
+
+def section_phases(table, X, X32, centers, label):
+    sk = sk_iterations(X32, centers, 20)
+    for algorithm in ("auto", "lloyd"):
+        secs, km = dm_iterations(X, centers, 100, algorithm)
+        name = km.algorithm_ if hasattr(km, "algorithm_") else algorithm
+        row(table, f"{label}, {algorithm} ({name}), iterations 2-20", med(secs[1:20]), med(sk[1:20]))
+        if len(secs) > 80:
+            row(table, f"{label}, {algorithm} ({name}), iterations 81-100", med(secs[80:100]), med(sk[1:20]),
+                "scikit-learn's Lloyd costs the same in every iteration")
+
+
+def section_overhead(table, X):
+    """An iteration whose kernel does nothing: what placement, messages and the tree cost."""
+
+    def nothing(states, blocks, offsets, shared):
+        return states, np.zeros((10, 3072))
+
+    Xc = X.rechunk({0: X.shape[0] // 10}).persist()
+    with Placement(Xc, persist=True) as p:
+        p.run(nothing, {}, 1)
+        secs = []
+        for i in range(2, 22):
+            t0 = time.perf_counter()
+            p.run(nothing, {"centers": np.zeros((10, 3072), np.float32)}, i)
+            secs.append(time.perf_counter() - t0)
+    table.append({"case": "per-iteration overhead, 10 chunks, 2 workers", "daskmeans_s": med(secs)})
+    print(f"| per-iteration overhead (no-op kernel), 10 chunks | {med(secs):.4f} | | | target < 0.010 s |", flush=True)
+
+
+def section_chunks(table, X, centers):
+    base = None
+    for n_chunks in (10, 100, 1000):
+        Xc = X.rechunk({0: -(-X.shape[0] // n_chunks)}).persist()
+        secs, _ = dm_iterations(Xc, centers, 12, "lloyd")
+        m = med(secs[1:])
+        base = base or m
+        table.append({"case": f"{n_chunks} chunks, 2 workers, lloyd", "daskmeans_s": m, "vs_10_chunks": m / base})
+        print(f"| {n_chunks} chunks, 2 workers, lloyd | {m:.4f} | | {m / base:.2f}x of 10 chunks | |", flush=True)
+
+
+def section_converge(table, X, X32):
+    for seed in (0, 1, 2):
+        t0 = time.perf_counter()
+        km = KMeans(10, random_state=seed).fit(X)
+        dm = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        sk = SKKMeans(n_clusters=10, random_state=seed).fit(X32)
+        sks = time.perf_counter() - t0
+        note = (f"inertia ratio {km.inertia_ / sk.inertia_:.5f}; iterations {km.n_iter_} vs {sk.n_iter_}; "
+                f"algorithm {getattr(km, 'algorithm_', '?')}")
+        row(table, f"converged fit from defaults, seed {seed}", dm, sks, note)
+
+
+def section_rss(table):
+    out = Path(os.environ.get("TMPDIR", "/tmp")) / f"bench-rss-{os.getpid()}"
+    cmd = [sys.executable, "-m", "daskmeans", "run", "--data", str(DATA), "--out", str(out), "-q"]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    secs = time.perf_counter() - t0
+    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    mb = peak / 1024
+    ok = proc.returncode == 0
+    table.append({"case": "peak RSS of the main job", "rss_mb": mb, "seconds": secs, "ok": ok,
+                  "note": "" if peak > before else "a larger child ran before"})
+    print(f"| peak RSS, main job (`daskmeans run`, pictures) | {mb:.0f} MB | | | {secs:.1f} s, exit {proc.returncode} |",
+          flush=True)
+    if not ok:
+        print(proc.stderr[-2000:])
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", default=str(DATA))
+    ap.add_argument("--only", default="threads,local,small,converge,chunks,rss")
+    ap.add_argument("--json")
+    a = ap.parse_args()
+    only = set(a.only.split(","))
+    info = machine()
+    print(json.dumps(info, indent=1))
+    table: list = []
+    print("| case | daskmeans s/iter | scikit-learn s/iter | ratio | note |\n|---|---|---|---|---|")
+    ds = load_cifar10(a.data, split="train", chunk_size=5000, progress=False)
+    X = ds.flat().persist()
+    X32 = (X.compute().astype(np.float32) / np.float32(255))
+    centers = kmeans_plusplus(X, 10, 0)[0]
+    if "rss" in only:
+        section_rss(table)
+    if "threads" in only:
+        section_phases(table, X, X32, centers, "50,000 images, threads")
+    if "small" in only:
+        Xs, X32s = X[:2000].rechunk({0: 2000}).persist(), X32[:2000]
+        cs = kmeans_plusplus(Xs, 10, 0)[0]
+        sk = sk_iterations(X32s, cs, 20)
+        secs, _ = dm_iterations(Xs, cs, 20, "auto")
+        row(table, "2,000 images, threads, auto, iterations 2-20", med(secs[1:]), med(sk[1:]))
+    if "converge" in only:
+        section_converge(table, X, X32)
+    if only & {"local", "chunks"}:
+        from distributed import Client, LocalCluster
+
+        with LocalCluster(n_workers=2, threads_per_worker=1, host="127.0.0.1", dashboard_address=None) as cl, \
+                Client(cl):
+            Xl = X.persist()
+            if "local" in only:
+                section_phases(table, Xl, X32, centers, "50,000 images, LocalCluster 2 processes")
+                section_overhead(table, Xl)
+            if "chunks" in only:
+                section_chunks(table, Xl, centers)
+    if a.json:
+        Path(a.json).write_text(json.dumps({"machine": info, "table": table}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
