@@ -47,3 +47,33 @@ if AVAILABLE:
                 v = block[r, j]
                 sums[b, j] += v
                 sums[a, j] -= v
+
+    @_jit
+    def add_rows_sq(sums, counts, block, labels, sq):
+        """Every row into its cluster's sums (``sums[labels[r]] += block[r]``) and its
+        exact squared norm into ``sq[r]``, in one pass over the row (in place).
+
+        ``sums`` may be int32 when ``255 * n < 2**31`` (half the memory traffic)."""
+        n, d = block.shape
+        for r in range(n):
+            lab = labels[r]
+            counts[lab] += 1
+            s = sums[lab]
+            b = block[r]
+            acc = 0
+            for j in range(d):
+                v = b[j]
+                s[j] += v
+                acc += np.int64(v) * np.int64(v)
+            sq[r] = acc
+
+    @_jit
+    def rows_sq(block, sq):
+        """Exact squared norm of every small-integer row into ``sq`` (float64)."""
+        n, d = block.shape
+        for r in range(n):
+            b = block[r]
+            acc = 0
+            for j in range(d):
+                acc += np.int64(b[j]) * np.int64(b[j])
+            sq[r] = acc

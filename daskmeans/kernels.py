@@ -109,9 +109,9 @@ def _is_small_int(xp, dtype) -> bool:
     return _dtype_name(xp, dtype) in _SMALL_INTS
 
 
-def _numba_sums(xp, dtype) -> bool:
+def _numba_sums(xp, block) -> bool:
     """Integer sums by the compiled loop: NumPy blocks of small integers."""
-    return cpu_kernels.AVAILABLE and xp is np and _is_small_int(xp, dtype)
+    return cpu_kernels.AVAILABLE and isinstance(block, np.ndarray) and _is_small_int(xp, block.dtype)
 
 
 class _Tiles:
@@ -149,7 +149,7 @@ def _part(xp, x, ct, cc):
     return cc[None, :] - 2 * (x @ ct)
 
 
-def _scan(block, centers, scale, metric, k_sums=None, old=None):
+def _scan(block, centers, scale, metric, k_sums=None):
     """One pass over a block in fixed-shape tiles: nearest centre, its distance and
     (optionally) exact per-cluster sums and counts."""
     xp = namespace(block)
@@ -159,11 +159,11 @@ def _scan(block, centers, scale, metric, k_sums=None, old=None):
     c = _centers_raw(xp, centers, wd, scale)
     ct, cc = xp.matrix_transpose(c), xp.vecdot(c, c)
     small_int = _is_small_int(xp, block.dtype)
-    fast_sums = k_sums is not None and _numba_sums(xp, block.dtype)
+    compiled = _numba_sums(xp, block) and metric == "l2"
     labels, mind = [], []
     sums = counts = None
-    if k_sums is not None:
-        sums = xp.zeros((k_sums, d), dtype=xp.int64 if fast_sums else xp.float64)
+    if k_sums is not None and not compiled:
+        sums = xp.zeros((k_sums, d), dtype=xp.float64)
         counts = xp.zeros((k_sums,), dtype=xp.int64)
         ids = xp.arange(k_sums, dtype=xp.int32)
     for s, e, x in _Tiles(xp, block, wd):
@@ -171,16 +171,16 @@ def _scan(block, centers, scale, metric, k_sums=None, old=None):
         if metric == "l2":
             part = _part(xp, x, ct, cc)[:m, :]
             lab = xp.argmin(part, axis=1)
-            # the squared norm only shifts the minimum: add it (and scale) once per row
-            xx = xp.vecdot(x[:m, :], x[:m, :])
-            md = xp.clip(xx + xp.min(part, axis=1), min=0.0) * (scale * scale)
+            md = xp.min(part, axis=1)  # + ||x||^2 below: it only shifts the minimum
+            if not compiled:
+                md = xp.clip(xp.vecdot(x[:m, :], x[:m, :]) + md, min=0.0) * (scale * scale)
         else:
             dist = _dist_w(xp, x, c, scale, metric)[:m, :]
             lab, md = xp.argmin(dist, axis=1), xp.min(dist, axis=1)
         lab = xp.astype(lab, xp.int32)
         labels.append(lab)
         mind.append(md)
-        if k_sums is not None and not fast_sums:
+        if sums is not None:
             member = ids[:, None] == lab[None, :]  # (k, rows) one-hot
             counts = counts + xp.sum(xp.astype(member, xp.int64), axis=1)
             # float32 sums of small ints are exact (see module doc); others use float64
@@ -190,10 +190,16 @@ def _scan(block, centers, scale, metric, k_sums=None, old=None):
         labels, mind = [xp.zeros((0,), dtype=xp.int32)], [xp.zeros((0,), dtype=wd)]
     lab = labels[0] if len(labels) == 1 else xp.concat(labels)
     md = mind[0] if len(mind) == 1 else xp.concat(mind)
-    if fast_sums and n:
-        cpu_kernels.add_rows(sums, counts, block, np.arange(n), lab)
-    if fast_sums:
-        sums = sums.astype(np.float64)
+    if compiled:  # exact squared norms from the same pass that sums the rows
+        sq = np.empty(n, dtype=np.float64)
+        if k_sums is None:
+            cpu_kernels.rows_sq(block, sq)
+        else:
+            sums = np.zeros((k_sums, d), dtype=np.int32 if 255 * n < 2**31 else np.int64)
+            counts = np.zeros((k_sums,), dtype=np.int64)
+            cpu_kernels.add_rows_sq(sums, counts, block, lab, sq)
+            sums = sums.astype(np.float64)
+        md = np.maximum(sq + md, 0.0) * (scale * scale)
     return lab, md, sums, counts
 
 
@@ -533,7 +539,7 @@ def _hamerly_sums(xp, block, sel, new, old, exact_sq, k):
         member = (member - xp.astype(ids[:, None] == old[None, :], xp.float64)) * moved[None, :]
     counts = xp.astype(xp.sum(member, axis=1), xp.int64)
     sq = member @ exact_sq
-    if _numba_sums(xp, block.dtype):
+    if _numba_sums(xp, block):
         sums = np.zeros((k, d), dtype=np.int64)
         cnt = np.zeros((k,), dtype=np.int64)
         if old is None:
