@@ -14,21 +14,25 @@ moment leaves either the previous checkpoint or the new one, never half of one.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import logging
 import os
-import uuid
+import zipfile
 from pathlib import Path
 
 import numpy as np
 
+from .atomic import atomic_file
 from .errors import InputError
 
 logger = logging.getLogger("daskmeans")
 
 FORMAT = 1
 #: Settings that change the result; a checkpoint only resumes a run with the same values.
+#: Checkpoints claiming more iterations than this are damaged (max_iter is far below).
+_MAX_ITERATION = 10**7
 FINGERPRINT_KEYS = ("data", "split", "subset", "k", "init", "n_init", "seed", "tol", "metric", "chunk_size", "backend")
 
 
@@ -91,39 +95,93 @@ def save(path, state: dict, *, fingerprint: dict | None = None, rng=None) -> Pat
     buf = io.BytesIO()
     np.savez(buf, **arrays)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(buf.getbuffer())
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with _suppress():
-            tmp.unlink()
-        raise
+    with atomic_file(path) as f:
+        f.write(buf.getbuffer())
     _fsync_dir(path.parent)
     return path
+
+
+class _Corrupt(Exception):
+    pass
+
+
+def _read(path: Path) -> tuple[dict, dict]:
+    """The arrays and the metadata of a checkpoint file; :class:`_Corrupt` for anything else."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            if not isinstance(z, np.lib.npyio.NpzFile):
+                raise _Corrupt("not an .npz archive")
+            data = {k: z[k] for k in z.files}
+        meta = json.loads(bytes(data.pop("meta")).decode())
+    except _Corrupt:
+        raise
+    except (OSError, ValueError, KeyError, EOFError, UnicodeDecodeError, zipfile.BadZipFile, AttributeError) as e:
+        raise _Corrupt(_first_line(e)) from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        got = meta.get("format") if isinstance(meta, dict) else None
+        raise _Corrupt(f"format {got!r}, expected {FORMAT}")
+    return data, meta
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return f"{type(e).__name__}: {text.splitlines()[0]}" if text else type(e).__name__
+
+
+def _validated(data: dict, meta: dict, fingerprint: dict | None) -> dict:
+    """The state, every field checked: :class:`_Corrupt` names the first that is wrong."""
+    for key in ("centers", "centers_prev", "init"):
+        arr = data.get(key)
+        if not isinstance(arr, np.ndarray) or arr.ndim != 2 or arr.dtype.kind != "f" or arr.shape != data["centers"].shape:
+            raise _Corrupt(f"{key} is not a 2-D float array like the centres")
+        if not np.all(np.isfinite(arr)):
+            raise _Corrupt(f"{key} holds NaN or infinite values")
+    k = (fingerprint or {}).get("k")
+    if k is not None and data["centers"].shape[0] != k:
+        raise _Corrupt(f"{data['centers'].shape[0]} centres, expected {k}")
+    it, history = meta.get("iteration"), meta.get("history", [])
+    if isinstance(it, bool) or not isinstance(it, int) or not isinstance(history, list):
+        raise _Corrupt(f"iteration {it!r} is not a whole number")
+    if not (1 <= it <= _MAX_ITERATION and it == len(history)):
+        raise _Corrupt(f"iteration {it} does not match its history of {len(history)} iterations")
+    rng_state = None
+    if "rng_keys" in data and "rng" in meta:
+        r, keys = meta["rng"], data["rng_keys"]
+        if keys.shape != (624,) or keys.dtype != np.uint32 or not isinstance(r, dict) \
+                or not isinstance(r.get("pos"), int) or not 0 <= r["pos"] <= 624:
+            raise _Corrupt("the random generator's state is damaged")
+        rng_state = (str(r.get("bit_generator")), keys, r["pos"], int(r.get("has_gauss", 0)),
+                     float(r.get("cached_gaussian", 0.0)))
+    return {
+        "iteration": it,
+        "centers": data["centers"],
+        "centers_prev": data["centers_prev"],
+        "init": data["init"],
+        "history": history,
+        "converged": bool(meta.get("converged")),
+        "strict": bool(meta.get("strict")),
+        "rng_state": rng_state,
+        "fingerprint": meta.get("fingerprint", {}),
+    }
 
 
 def load(path, *, fingerprint: dict | None = None) -> dict | None:
     """The state saved at ``path``, ready for ``KMeans.fit(resume=...)``; None if there is none.
 
     Adds ``rng_state`` (a legacy ``RandomState`` state tuple, or None) and
-    ``fingerprint``. Raises :class:`InputError` for an unreadable file or one
-    written by a run with other settings (``fingerprint`` given).
+    ``fingerprint``. Raises :class:`InputError` (one line) for a file that is not
+    a readable, consistent checkpoint, or one written by a run with other
+    settings (``fingerprint`` given).
     """
     path = Path(path)
+    if path.is_dir():
+        raise InputError(f"checkpoint {path}: is a folder; pass a file name with --checkpoint (e.g. run.ckpt.npz)")
     if not path.exists():
         return None
     try:
-        with np.load(path, allow_pickle=False) as z:
-            data = {k: z[k] for k in z.files}
-        meta = json.loads(bytes(data.pop("meta")).decode())
-    except (OSError, ValueError, KeyError, EOFError) as e:
+        data, meta = _read(path)
+    except _Corrupt as e:
         raise InputError(f"checkpoint {path}: unreadable ({e}); delete it to start the run over") from None
-    if meta.get("format") != FORMAT:
-        raise InputError(f"checkpoint {path}: format {meta.get('format')!r}, expected {FORMAT}; delete it to start over")
     if fingerprint is not None:
         diff = mismatch(meta.get("fingerprint", {}), fingerprint)
         if diff:
@@ -131,21 +189,19 @@ def load(path, *, fingerprint: dict | None = None) -> dict | None:
                 f"checkpoint {path} was written by a run with other settings ({diff}); "
                 f"rerun with the same settings, or delete it (or pass another --checkpoint) to start over"
             )
-    rng_state = None
-    if "rng_keys" in data and "rng" in meta:
-        r = meta["rng"]
-        rng_state = (r["bit_generator"], data["rng_keys"], r["pos"], r["has_gauss"], r["cached_gaussian"])
-    return {
-        "iteration": int(meta["iteration"]),
-        "centers": data["centers"],
-        "centers_prev": data["centers_prev"],
-        "init": data["init"],
-        "history": meta.get("history", []),
-        "converged": bool(meta.get("converged")),
-        "strict": bool(meta.get("strict")),
-        "rng_state": rng_state,
-        "fingerprint": meta.get("fingerprint", {}),
-    }
+    try:
+        return _validated(data, meta, fingerprint)
+    except _Corrupt as e:
+        raise InputError(f"checkpoint {path}: damaged ({e}); delete it to start the run over") from None
+
+
+def is_checkpoint(path) -> bool:
+    """Is ``path`` a file a daskmeans run wrote as its checkpoint (so it may be replaced)?"""
+    try:
+        _read(Path(path))
+    except _Corrupt:
+        return False
+    return True
 
 
 def mismatch(saved: dict, wanted: dict) -> str:
@@ -157,7 +213,7 @@ def mismatch(saved: dict, wanted: dict) -> str:
 
 def remove(path) -> None:
     """Delete the checkpoint (after the run's outputs are safely in place)."""
-    with _suppress():
+    with contextlib.suppress(OSError):
         Path(path).unlink()
 
 
@@ -195,14 +251,6 @@ def _fsync_dir(folder: Path) -> None:
         pass
     finally:
         os.close(fd)
-
-
-class _suppress:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, exc_type, exc, tb):
-        return exc_type is not None and issubclass(exc_type, OSError)
 
 
 class RunCheckpoint:
@@ -263,7 +311,12 @@ class RunCheckpoint:
                     self.resumed_from = state["iteration"]
                     logger.info("resuming from %s after iteration %d%s", self.path, state["iteration"],
                                 " (converged)" if state["converged"] else "")
-            elif self.path.exists():
+            elif self.path.is_dir():
+                raise InputError(f"--checkpoint {self.path}: is a folder; pass a file name (e.g. run.ckpt.npz)")
+            elif self.path.exists() or self.path.is_symlink():
+                if self.path.is_symlink() or not is_checkpoint(self.path):
+                    raise InputError(f"--checkpoint {self.path}: exists and is not a daskmeans checkpoint, so "
+                                     f"the run will not overwrite it; pass another --checkpoint")
                 logger.warning("replacing the checkpoint %s of an earlier, unfinished run "
                                "(pass --resume to continue it instead)", self.path)
         if self.path is not None:
@@ -271,6 +324,15 @@ class RunCheckpoint:
             self.on_iteration = Checkpointer(self.path, fingerprint=self.fingerprint, rng=self.rng, then=on_iteration)
         else:
             self.on_iteration = on_iteration
+
+    def check_shape(self, k: int, d: int) -> None:
+        """Refuse a resume state whose centres are not (k, d): it belongs to other data."""
+        if self.resume is None:
+            return
+        shape = np.shape(self.resume["centers"])
+        if shape != (k, d):
+            raise InputError(f"checkpoint {self.path}: centres of shape {shape}, expected ({k}, {d}) for this data; "
+                             f"delete it to start the run over")
 
     def explain(self, error):
         """``error`` (a :class:`~daskmeans.errors.DaskmeansError`) with where the checkpoint stands."""

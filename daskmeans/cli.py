@@ -9,10 +9,14 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import signal
 import sys
+import threading
 
-from . import params
+from . import __version__, jobs, params, predict
+from .data import ingest
 from .errors import EXIT_FAILED, EXIT_INPUT, DaskmeansError
+from .run import Settings, format_summary, run
 
 logger = logging.getLogger("daskmeans")
 
@@ -39,15 +43,11 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
 
 
 def _settings_from(args):
-    from .run import Settings
-
     fields = Settings.__dataclass_fields__
     return Settings(**{k: v for k, v in vars(args).items() if k in fields})
 
 
 def cmd_run(args) -> int:
-    from .run import format_summary, run
-
     report = run(_settings_from(args))
     if args.json:
         print(json.dumps({k: report.get(k) for k in ("out", "n_samples", "k", "n_iter", "converged", "inertia", "purity", "metrics", "cluster_sizes", "eval", "compare")}, default=str))
@@ -57,16 +57,12 @@ def cmd_run(args) -> int:
 
 
 def cmd_ingest(args) -> int:
-    from .data import ingest
-
-    path = ingest(args.data, progress=not args.quiet)
+    path = ingest(args.data, progress=not args.quiet, to=args.to)
     print(path)
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import __version__
-
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors on stderr")
     common.add_argument("--json", action="store_true", help="print a JSON summary on stdout instead of the table")
@@ -84,14 +80,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("ingest", parents=[common], help="convert a data source into the cached Zarr store")
     p.add_argument("--data", metavar="PATH", help="as for run")
+    p.add_argument("--to", metavar="URL", help="write the store here instead of the cache: s3://bucket/cifar10.zarr, "
+                   "gs://..., or a folder (fsspec options: config daskmeans.storage-options)")
     p.set_defaults(func=cmd_ingest)
 
-    for modname in ("daskmeans.predict", "daskmeans.jobs"):
-        try:
-            mod = __import__(modname, fromlist=["add_parser"])
-        except ImportError:
-            continue
-        mod.add_parser(sub, common)
+    predict.add_parser(sub, common)
+    jobs.add_parser(sub, common)
     return parser
 
 
@@ -103,10 +97,21 @@ def _setup_logging(quiet: bool) -> None:
     logger.propagate = False
 
 
+class Terminated(BaseException):
+    """SIGTERM, raised in the main thread so that every ``finally`` and abort path runs."""
+
+
+def _on_sigterm(signum, frame):
+    raise Terminated()
+
+
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     _setup_logging(getattr(args, "quiet", False))
+    # SIGTERM (kill, systemd, a batch system's time limit) cleans up like Ctrl-C: staging folders go.
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _on_sigterm) if main_thread else None
     try:
         return int(args.func(args) or 0)
     except DaskmeansError as e:
@@ -114,15 +119,19 @@ def main(argv=None) -> int:
             raise
         sys.stderr.write(f"daskmeans: error: {e}\n")
         return e.exit_code
-    except KeyboardInterrupt:
-        sys.stderr.write("daskmeans: interrupted; nothing was written under the final output name\n")
-        return 130
+    except (KeyboardInterrupt, Terminated) as e:
+        what = "interrupted" if isinstance(e, KeyboardInterrupt) else "terminated"
+        sys.stderr.write(f"daskmeans: {what}; nothing was written under the final output name\n")
+        return 130 if isinstance(e, KeyboardInterrupt) else 128 + signal.SIGTERM
     except Exception as e:  # a failure of the run itself, not of the input
         if getattr(args, "debug", False):
             raise
         msg = str(e).splitlines()[0] if str(e) else ""
         sys.stderr.write(f"daskmeans: error: the run failed: {type(e).__name__}: {msg} (rerun with --debug for the traceback)\n")
         return EXIT_FAILED
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -13,6 +13,8 @@ from pathlib import Path
 import dask.config
 import yaml
 
+from .errors import InputError
+
 _fn = Path(__file__).with_name("daskmeans.yaml")
 with open(_fn) as f:
     _defaults = yaml.safe_load(f)
@@ -41,8 +43,6 @@ def cache_dir() -> Path:
 def read_yaml_mapping(path, what: str, missing_fix: str, example: str) -> dict:
     """A YAML file that must hold a mapping, read safely; :class:`InputError` names
     ``what`` and the file on any problem (job specs, cluster.yaml)."""
-    from .errors import InputError
-
     try:
         with open(path) as f:
             data = yaml.safe_load(f)

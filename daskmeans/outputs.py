@@ -12,13 +12,19 @@ import datetime as _dt
 import json
 import math
 import os
-import shutil
-import uuid
 from pathlib import Path
 
 import numpy as np
 
+from . import __version__
+from .atomic import exchange, remove, sweep_stale, temporary_name
 from .errors import InputError
+
+#: Written into every run folder daskmeans makes: only a folder holding it may be replaced (--overwrite).
+MARKER = ".daskmeans-run"
+#: What the runs of daskmeans versions without the marker wrote; such a folder may be replaced too.
+_LEGACY_OUTPUTS = ("report.json", "report.html", "centroids.npy", "status.json", "run.log")
+_LEGACY_SUFFIXES = (".npy", ".png", ".json", ".html", ".log")
 
 
 def default_out(root: str | os.PathLike = "runs") -> Path:
@@ -32,28 +38,67 @@ def default_out(root: str | os.PathLike = "runs") -> Path:
     return out
 
 
+def is_run_folder(path: Path) -> bool:
+    """Did daskmeans write ``path``? (its marker, or the outputs of an older version and nothing else)"""
+    if (path / MARKER).is_file():
+        return True
+    try:
+        entries = list(path.iterdir())
+        report = json.loads((path / "report.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return (isinstance(report, dict) and "daskmeans_version" in report
+            and all(e.is_file() and not e.is_symlink() and e.suffix in _LEGACY_SUFFIXES for e in entries))
+
+
+def _within(a: Path, b: Path) -> bool:
+    """``a`` is ``b`` or one of its parents."""
+    return a == b or a in b.parents
+
+
+def check_replaceable(final: Path, shown, overwrite: bool, protect=()) -> None:
+    """Refuse an output folder whose replacement would lose anything but an earlier run.
+
+    ``protect``: paths (the data, the initial centres) that must survive the run.
+    """
+    real = Path(os.path.realpath(final))
+    for p in [Path.cwd(), *[Path(x).expanduser() for x in protect if x]]:
+        if _within(real, Path(os.path.realpath(p))):
+            what = "the current folder" if p == Path.cwd() else f"{p}"
+            raise InputError(f"--out {shown}: holds {what}, which a run must never replace; pass another --out")
+    if final.is_symlink() or (final.exists() and not final.is_dir()):
+        raise InputError(f"--out {shown}: exists and is not a folder; pass another --out")
+    if not final.is_dir() or not any(final.iterdir()):
+        return
+    if not overwrite:
+        raise InputError(f"--out {shown}: folder exists and is not empty; pass another --out or --overwrite")
+    if not is_run_folder(final):
+        raise InputError(f"--out {shown}: not a daskmeans run folder (no {MARKER}), so --overwrite will not "
+                         f"replace it; pass another --out")
+
+
 class OutputDir:
     """Staging folder for one run's outputs; :meth:`commit` moves it into place.
 
     Creating it checks, before any long computation, that the destination can
-    be written.
+    be written and, with ``overwrite``, that it holds nothing but an earlier run.
     """
 
-    def __init__(self, out: str | os.PathLike, overwrite: bool = False):
+    def __init__(self, out: str | os.PathLike, overwrite: bool = False, protect=()):
         self.final = Path(out).expanduser().absolute()
-        if self.final.exists() and not self.final.is_dir():
-            raise InputError(f"--out {out}: exists and is not a folder; pass another --out")
-        if self.final.is_dir() and any(self.final.iterdir()) and not overwrite:
-            raise InputError(f"--out {out}: folder exists and is not empty; pass another --out or --overwrite")
+        self.shown = out
+        self.protect = tuple(protect)
+        check_replaceable(self.final, out, overwrite, self.protect)
         self.overwrite = overwrite
         parent = self.final.parent
         # the outermost folder this run creates: removed again if the run fails
         self._created = next((a for a in [parent, *parent.parents][::-1] if not a.exists()), None)
         try:
             parent.mkdir(parents=True, exist_ok=True)
-            _remove_dead_staging(parent, self.final.name)
-            self.path = parent / f".{self.final.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+            sweep_stale(parent, self.final.name)
+            self.path = temporary_name(self.final)
             self.path.mkdir()
+            (self.path / MARKER).write_text(json.dumps({"daskmeans_version": __version__, "pid": os.getpid()}) + "\n")
         except OSError as e:
             raise InputError(
                 f"--out {out}: cannot write there ({e.strerror or e}); pass a writable --out folder"
@@ -62,7 +107,7 @@ class OutputDir:
     def write_json(self, name: str, obj) -> Path:
         p = self.path / name
         with open(p, "w") as f:
-            json.dump(_jsonable(obj), f, indent=2, allow_nan=False)
+            json.dump(jsonable(obj), f, indent=2, allow_nan=False)
             f.write("\n")
         return p
 
@@ -72,18 +117,28 @@ class OutputDir:
         return p
 
     def commit(self) -> Path:
-        """Rename the staging folder to its final name (replacing it with --overwrite)."""
-        old = None
-        if self.final.exists():
-            old = self.final.parent / f".{self.final.name}.old-{uuid.uuid4().hex[:8]}"
-            os.rename(self.final, old)
-        os.rename(self.path, self.final)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        """Put the staging folder under its final name, replacing an earlier run in one step.
+
+        With an earlier run there, the two folders are swapped atomically
+        (``renameat2(RENAME_EXCHANGE)``) and the old one is removed; where the
+        filesystem cannot swap, the old run is first renamed to a hidden name
+        that :func:`~daskmeans.atomic.sweep_stale` removes, so a crash never
+        leaves a mix of both.
+        """
+        check_replaceable(self.final, self.shown, self.overwrite, self.protect)  # nothing changed meanwhile
+        if self.final.is_dir():
+            if not exchange(self.path, self.final):
+                old = temporary_name(self.final)
+                os.rename(self.final, old)
+                os.rename(self.path, self.final)
+                self.path = old
+            remove(self.path)  # now the earlier run
+        else:
+            os.rename(self.path, self.final)
         return self.final
 
     def abort(self) -> None:
-        shutil.rmtree(self.path, ignore_errors=True)
+        remove(self.path)
         if self._created is not None:
             # only folders left empty: never anything another run wrote meanwhile
             for folder in [self.path.parent, *self.path.parent.parents]:
@@ -103,37 +158,16 @@ class OutputDir:
         return False
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # alive, someone else's
-        return True
-    return True
-
-
-def _remove_dead_staging(parent: Path, name: str) -> None:
-    """Delete staging folders of ``name`` left by runs that were killed (their pid is gone)."""
-    for p in parent.glob(f".{name}.tmp-*-*"):
-        try:
-            pid = int(p.name[len(f".{name}.tmp-"):].split("-")[0])
-        except ValueError:
-            continue
-        if pid != os.getpid() and not _pid_alive(pid):
-            shutil.rmtree(p, ignore_errors=True)
-
-
-def _jsonable(obj):
-    """NumPy scalars/arrays to Python; NaN/inf to None (strict JSON)."""
+def jsonable(obj):
+    """``obj`` as strict JSON can hold it: NumPy scalars and arrays to Python, NaN/inf to None, paths to str."""
     if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
+        return {str(k): jsonable(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
+        return [jsonable(v) for v in obj]
     if isinstance(obj, np.ndarray):
-        return _jsonable(obj.tolist())
+        return jsonable(obj.tolist())
     if isinstance(obj, np.generic):
-        return _jsonable(obj.item())
+        return jsonable(obj.item())
     if isinstance(obj, float) and not math.isfinite(obj):
         return None
     if isinstance(obj, Path):

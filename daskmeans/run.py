@@ -15,10 +15,18 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__, params
+from . import report as reporting
 from .backend import resolve as resolve_backend
 from .backend import to_backend, to_numpy
-from .cluster import check_where
+from .checkpoint import RunCheckpoint
+from .cluster import check_where, scheduler
+from .connect import connect_timeout
+from .data import load_cifar10
 from .errors import ClusterUnreachable, InputError
+from .estimator import KMeans
+from .metrics import contingency, notebook_impurity, scores
+from .outputs import OutputDir, default_out
+from .predict import apply_centroids
 
 logger = logging.getLogger("daskmeans")
 
@@ -69,9 +77,9 @@ class Settings:
             if value is None and p.config_key:
                 value = params.default(p.name)
             setattr(self, f.name, params.check(p.name, value, source="cli"))
-        if self.chunk_size is None:
-            params.default("chunk_size")  # a bad DASK_DASKMEANS__CHUNK_SIZE fails here, before any work
-        params.default("split_every")
+        # bad configured values fail here, before any work
+        params.check_config()
+        connect_timeout()
         if self.algorithm == "hamerly" and self.metric != "l2":
             raise InputError("--algorithm hamerly needs --metric l2 (its bounds are Euclidean); use --algorithm lloyd")
         check_where(self.cluster, self.scheduler)
@@ -82,29 +90,125 @@ class Settings:
 
 
 def load_init(path: str, k: int, d: int) -> np.ndarray:
-    """Initial centres from a ``.npy`` file: (k, d) or (k, 32, 32, 3), finite, pixel scale [0, 1]."""
+    """Initial centres from a ``.npy`` file: (k, d) or (k, 32, 32, 3), real, finite, pixel scale [0, 1]."""
     p = Path(path).expanduser()
     try:
         arr = np.load(p, allow_pickle=False)
     except FileNotFoundError:
         raise InputError(f"--init {path}: no such file; pass a .npy array of shape ({k}, {d})") from None
-    except (OSError, ValueError) as e:
-        raise InputError(f"--init {path}: not a readable .npy array ({e}); save one with numpy.save") from None
+    except (OSError, ValueError, EOFError) as e:
+        raise InputError(f"--init {path}: not a readable .npy array ({_first_line(e)}); save one with numpy.save") from None
+    if not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)):
+        raise InputError(f"--init {path}: dtype {arr.dtype} is not real numbers (complex, text or objects); "
+                         f"save float centres in [0, 1]")
     if arr.ndim < 2 or arr.shape[0] != k or int(np.prod(arr.shape[1:])) != d:
-        raise InputError(f"--init {path}: shape {arr.shape}, expected ({k}, {d}) for -k {k}; save centres of that shape")
-    if not np.issubdtype(arr.dtype, np.number):
-        raise InputError(f"--init {path}: dtype {arr.dtype} is not numeric")
+        raise InputError(f"--init {path}: shape {arr.shape}, expected ({k}, {d}) for -k {k}; "
+                         f"save centres of that shape")
     if not np.all(np.isfinite(arr)):
         raise InputError(f"--init {path}: contains NaN or infinite values; pass finite centres in [0, 1]")
+    lo, hi = float(arr.min()), float(arr.max())
+    if lo < 0 or hi > 1:
+        raise InputError(f"--init {path}: values from {lo:g} to {hi:g}, outside [0, 1] (the pixel scale); "
+                         f"divide 0-255 centres by 255")
     return arr.reshape(k, d).astype(np.float64)
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
 
 
 def _algorithm(settings: Settings, backend: str) -> str:
     """``auto``: Hamerly's bounds (same results, fewer distances) for l2 on NumPy
-    chunks; plain Lloyd for l1, and on CuPy until the bounds are checked on a GPU."""
+    chunks; plain Lloyd for l1, and on CuPy where the bounds bring no gain."""
     if settings.algorithm != "auto":
         return settings.algorithm
     return "hamerly" if settings.metric == "l2" and backend == "numpy" else "lloyd"
+
+
+def _protected(settings: Settings) -> tuple:
+    """Paths a run's output folder must never contain or replace."""
+    init = settings.init if str(settings.init).endswith(".npy") else None
+    return tuple(p for p in (settings.data if settings.data != "keras" else None, init, settings.checkpoint)
+                 if p and str(p).lower() not in ("none", "off"))
+
+
+def _open_data(settings: Settings):
+    """The training split (subset applied) and the evaluation split (lazily opened, or None)."""
+    progress = logger.isEnabledFor(logging.INFO)  # --quiet: no progress lines either
+    ds = load_cifar10(settings.data, split=settings.split, chunk_size=settings.chunk_size, progress=progress)
+    if settings.subset is not None:
+        ds = ds.subset(settings.subset, settings.seed)
+    eval_ds = None
+    if settings.eval_split:  # opened now, so a missing split fails before the fit
+        try:
+            eval_ds = load_cifar10(settings.data, split=settings.eval_split, chunk_size=settings.chunk_size,
+                                   progress=progress)
+        except InputError as e:  # the data layer's fix names --split; here the option is --eval-split
+            raise type(e)(str(e).replace("use --split", "use --eval-split")) from None
+    if settings.k > ds.n_samples:
+        raise InputError(f"-k {settings.k} is larger than the number of images ({ds.n_samples}); "
+                         f"use -k {ds.n_samples} or fewer")
+    return ds, eval_ds
+
+
+def _fit(settings: Settings, X, backend: str, ckpt: RunCheckpoint, ds, eval_ds):
+    """Cluster on the chosen scheduler; the fitted estimator and what is computed beside it."""
+    d = X.shape[1]
+    init = load_init(settings.init, settings.k, d) if settings.init.endswith(".npy") else settings.init
+    ckpt.check_shape(settings.k, d)
+    with scheduler(settings.scheduler, cluster=settings.cluster, n_workers=settings.n_workers) as sched:
+        km = KMeans(
+            settings.k, init=init, n_init=settings.n_init, max_iter=settings.max_iter, tol=settings.tol,
+            metric=settings.metric, algorithm=_algorithm(settings, backend),
+            random_state=ckpt.rng,  # RandomState(seed), restored on --resume
+            persist=settings.persist,
+        )
+        km.fit(to_backend(X, backend), on_iteration=ckpt.on_iteration, resume=ckpt.resume)
+        table = contingency(km.labels_, to_backend(ds.labels, backend), settings.k, len(ds.class_names))
+        labels = to_numpy(km.labels_.compute()).astype(np.int32)
+        extra = {"scheduler": {k: v for k, v in sched.items() if k != "client"}, "eval": None, "compare": None,
+                 "eval_labels": None}
+        if eval_ds is not None:
+            extra["eval_labels"], extra["eval"] = apply_centroids(
+                eval_ds, km.cluster_centers_, metric=settings.metric, backend=backend, train_table=table)
+        if settings.compare == "sklearn":
+            extra["compare"] = reporting.compare_sklearn(X, km, ds.labels, len(ds.class_names), labels, settings)
+    return km, table, labels, extra
+
+
+def _report(settings: Settings, ds, X, backend: str, km, table, extra: dict, ckpt, t_start: float) -> dict:
+    """The contents of ``report.json``."""
+    metrics = scores(table)
+    return {
+        "daskmeans_version": __version__,
+        "settings": asdict(settings),
+        "backend": backend,
+        "algorithm": km.algorithm,
+        "scheduler": extra["scheduler"],
+        "data": ds.describe(),
+        "n_samples": ds.n_samples,
+        "n_features": X.shape[1],
+        "k": settings.k,
+        "n_iter": km.n_iter_,
+        "converged": km.converged_,
+        "tol_scaled": km.tol_,
+        "inertia": km.inertia_,
+        "purity": metrics["purity"],
+        "notebook_impurity": notebook_impurity(table),  # what the original notebook printed; not 1 - purity
+        "metrics": metrics,
+        "cluster_sizes": metrics["cluster_sizes"],
+        "contingency": table,
+        "class_names": list(ds.class_names),
+        "history": km.history_,
+        "resumed_from": ckpt.resumed_from,
+        "fit_seconds": km.fit_seconds_,
+        "seconds": time.perf_counter() - t_start,
+        "python": platform.python_version(),
+        "eval": extra["eval"],
+        "compare": extra["compare"],
+        "baseline": reporting.BASELINE,
+    }
 
 
 def run(settings: Settings, *, out_dir=None, on_iteration=None, resume=None) -> dict:
@@ -113,110 +217,30 @@ def run(settings: Settings, *, out_dir=None, on_iteration=None, resume=None) -> 
     ``out_dir``: an :class:`~daskmeans.outputs.OutputDir` already prepared
     (jobs prepare their own); by default one is made from ``settings.out``.
     """
-    from .data import load_cifar10
-    from .checkpoint import RunCheckpoint
-    from .cluster import scheduler
-    from .estimator import KMeans
-    from .metrics import contingency, notebook_impurity, scores
-    from .outputs import OutputDir, default_out
-
     settings.validate()
     t_start = time.perf_counter()
     own_out = out_dir is None
     ckpt = None
     if own_out:
-        out_dir = OutputDir(settings.out or default_out(), overwrite=settings.overwrite)
+        out_dir = OutputDir(settings.out or default_out(), overwrite=settings.overwrite, protect=_protected(settings))
     try:
-        progress = logger.isEnabledFor(logging.INFO)  # --quiet: no progress lines either
-        ds = load_cifar10(settings.data, split=settings.split, chunk_size=settings.chunk_size, progress=progress)
-        if settings.subset is not None:
-            ds = ds.subset(settings.subset, settings.seed)
-        eval_ds = None
-        if settings.eval_split:  # opened (lazily) now, so a missing split fails before the fit
-            eval_ds = load_cifar10(settings.data, split=settings.eval_split, chunk_size=settings.chunk_size,
-                                   progress=progress)
-        n = ds.n_samples
-        if settings.k > n:
-            raise InputError(f"-k {settings.k} is larger than the number of images ({n}); use -k {n} or fewer")
+        ds, eval_ds = _open_data(settings)
         X = ds.flat()
-        d = X.shape[1]
-        init = load_init(settings.init, settings.k, d) if settings.init.endswith(".npy") else settings.init
         backend = resolve_backend(settings.backend)
         logger.info(
             "%d images (%s split%s) from %s, chunks of %d rows, backend %s",
-            n, ds.split, f", subset of {settings.subset}" if settings.subset else "",
+            ds.n_samples, ds.split, f", subset of {settings.subset}" if settings.subset else "",
             ds.source, X.chunks[0][0], backend,
         )
         ckpt = RunCheckpoint(settings, out_dir.final, on_iteration=on_iteration, resume=resume)
-        with scheduler(settings.scheduler, cluster=settings.cluster, n_workers=settings.n_workers) as sched:
-            Xb = to_backend(X, backend)
-            km = KMeans(
-                settings.k,
-                init=init,
-                n_init=settings.n_init,
-                max_iter=settings.max_iter,
-                tol=settings.tol,
-                metric=settings.metric,
-                algorithm=_algorithm(settings, backend),
-                random_state=ckpt.rng,  # RandomState(seed), restored on --resume
-                persist=settings.persist,
-            )
-            km.fit(Xb, on_iteration=ckpt.on_iteration, resume=ckpt.resume)
-            classes = to_backend(ds.labels, backend)
-            table = contingency(km.labels_, classes, settings.k, len(ds.class_names))
-            labels = to_numpy(km.labels_.compute()).astype(np.int32)
-            sched_info = {k: v for k, v in sched.items() if k != "client"}
-            from .report import BASELINE
-
-            heldout = comparison = None
-            if eval_ds is not None:
-                from .predict import apply_centroids
-
-                eval_labels, heldout = apply_centroids(
-                    eval_ds, km.cluster_centers_, metric=settings.metric, backend=backend, train_table=table
-                )
-            if settings.compare == "sklearn":
-                from .report import compare_sklearn
-
-                comparison = compare_sklearn(X, km, ds.labels, len(ds.class_names), labels, settings)
-        metrics = scores(table)
-        report = {
-            "daskmeans_version": __version__,
-            "settings": asdict(settings),
-            "backend": backend,
-            "algorithm": km.algorithm,
-            "scheduler": sched_info,
-            "data": ds.describe(),
-            "n_samples": n,
-            "n_features": d,
-            "k": settings.k,
-            "n_iter": km.n_iter_,
-            "converged": km.converged_,
-            "tol_scaled": km.tol_,
-            "inertia": km.inertia_,
-            "purity": metrics["purity"],
-            "notebook_impurity": notebook_impurity(table),  # what the original notebook printed; not 1 - purity
-            "metrics": metrics,
-            "cluster_sizes": metrics["cluster_sizes"],
-            "contingency": table,
-            "class_names": list(ds.class_names),
-            "history": km.history_,
-            "resumed_from": ckpt.resumed_from,
-            "fit_seconds": km.fit_seconds_,
-            "seconds": time.perf_counter() - t_start,
-            "python": platform.python_version(),
-            "eval": heldout,
-            "compare": comparison,
-            "baseline": BASELINE,
-        }
+        km, table, labels, extra = _fit(settings, X, backend, ckpt, ds, eval_ds)
+        report = _report(settings, ds, X, backend, km, table, extra, ckpt, t_start)
         out_dir.write_npy("centroids.npy", km.cluster_centers_.astype(np.float32))
         out_dir.write_npy("labels.npy", labels)
-        if heldout is not None:
-            out_dir.write_npy(f"labels-{settings.eval_split}.npy", eval_labels)
+        if extra["eval_labels"] is not None:
+            out_dir.write_npy(f"labels-{settings.eval_split}.npy", extra["eval_labels"])
         out_dir.write_json("report.json", report)
-        from .report import write_extras
-
-        write_extras(out_dir.path, report, km, ds)  # pictures and report.html
+        reporting.write_extras(out_dir.path, report, km, ds)  # pictures and report.html
         if own_out:
             report["out"] = str(out_dir.commit())
             ckpt.done()
@@ -248,9 +272,7 @@ def format_summary(report: dict) -> str:
         f"iterations {report['n_iter']} ({'converged' if report['converged'] else 'max-iter reached'})   "
         f"inertia {report['inertia']:.6g}   time {report['seconds']:.1f} s"
     )
-    from .report import summary_lines
-
-    lines.extend(summary_lines(report))
+    lines.extend(reporting.summary_lines(report))
     if "out" in report:
         lines.append(f"wrote {report['out']}")
     return "\n".join(lines)

@@ -130,6 +130,9 @@ def test_tls_settings_must_name_existing_files_and_a_tls_address(tmp_path, monke
         profiles.get_profile("s")
     for f in tls.values():
         Path(f).write_text("x")
+    with pytest.raises(InputError, match=r"tls key .*c.key is readable by others \(mode 644\); run: chmod 600"):
+        profiles.get_profile("s")
+    os.chmod(tls["key"], 0o600)
     assert profiles.get_profile("s")["tls"] == tls
     write_config(tmp_path, monkeypatch, {"s": {"kind": "address", "address": "tcp://127.0.0.1:8786", "tls": tls}})
     with pytest.raises(InputError, match="is not a tls:// address"):

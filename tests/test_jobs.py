@@ -270,7 +270,8 @@ def test_render_systemd(spec, tmp_path):
 @pytest.mark.parametrize("cron, oncalendar", [
     ("0 2 * * *", "*-*-* 02:00:00"),
     ("*/15 * * * *", "*-*-* *:00/15:00"),
-    ("30 3 1,15 * 0", "Sun *-*-01,15 03:30:00"),
+    ("30 3 1,15 * *", "*-*-01,15 03:30:00"),
+    ("30 3 * * 0", "Sun *-*-* 03:30:00"),  # day of month and weekday both: refused (tests/test_bad_inputs.py)
     ("0 0 * 6-8 *", "*-06..08-* 00:00:00"),
     ("@daily", "daily"),
 ])
