@@ -662,7 +662,7 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMixin, Ba
         A model fitted with a distributed Client then loads and predicts in a
         process that has no cluster; dask labels stay dask arrays (same chunks).
         """
-        state = super().__getstate__()
+        state = dict(super().__getstate__())  # a copy: the live model keeps its own labels
         labels = state.get("labels_")
         if isinstance(labels, da.Array):
             try:
