@@ -52,7 +52,7 @@ def _check_fitted(est):
     try:
         check_is_fitted(est)
     except NotFittedError as e:
-        raise NotFitted(f"{e} (call fit(X) first)") from None
+        raise NotFitted(str(e)) from None
 
 
 @dataclass
