@@ -277,14 +277,7 @@ def test_storage_options_must_be_a_mapping(tmp_path):
     assert_one_line(err)
 
 
-def _cli_has_to() -> bool:
-    from daskmeans import cli
-
-    return "--to" in cli.build_parser()._subparsers._group_actions[0].choices["ingest"].format_help()
-
-
 @pytest.mark.slow
-@pytest.mark.skipif(not _cli_has_to(), reason="daskmeans ingest has no --to yet (cli.py hunk not landed)")
 def test_cli_ingest_to_url(tmp_path, s3):
     root, expected = _expected(tmp_path)
     env = dict(os.environ, DASKMEANS_CACHE=str(tmp_path / "cache"),
