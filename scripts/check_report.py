@@ -34,15 +34,14 @@ from PIL import Image
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 FIGURES = ("centroids.png", "contingency.png", "convergence.png", "samples.png", "nearest.png", "farthest.png")
 
-#: Added to a copy of the page: after load, decode every image and record the ones that fail on <body>.
+#: Added to a copy of the page: once every image has loaded (or failed), record on <body> those
+#: the browser could not decode (an image that fails to decode has no natural width).
 _PROBE = """<script>
 window.addEventListener("load", () => {
   const ims = [...document.images];
-  Promise.allSettled(ims.map((im) => im.decode())).then((rs) => {
-    const bad = rs.map((r, i) => (r.status === "rejected" || !(ims[i].naturalWidth > 0) ? i : -1)).filter((i) => i >= 0);
-    document.body.setAttribute("data-broken", JSON.stringify(bad));
-    document.body.setAttribute("data-checked", String(ims.length));
-  });
+  const bad = ims.map((im, i) => (im.complete && im.naturalWidth > 0 ? -1 : i)).filter((i) => i >= 0);
+  document.body.setAttribute("data-broken", JSON.stringify(bad));
+  document.body.setAttribute("data-checked", String(ims.length));
 });
 </script>"""
 
