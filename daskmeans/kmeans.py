@@ -11,6 +11,7 @@ per iteration, and a graph that does not grow across iterations.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import math
 import time
@@ -29,6 +30,7 @@ from .graph import host as _host
 from .graph import offsets as _offsets
 from .graph import tree_reduce as _tree
 from .placement import Placement
+from .progress import bar as progress_bar
 
 logger = logging.getLogger("daskmeans")
 
@@ -83,16 +85,6 @@ def one_blas_thread():
         return
     with threadpool_limits(limits=1, user_api="blas"):
         yield
-
-
-def _labels_array(label_blocks, X: da.Array) -> da.Array:
-    """Per-block label Delayeds (persisted) as one dask array with X's row chunks."""
-    meta = namespace(X._meta).zeros((0,), dtype=np.int32) if X._meta is not None else np.zeros((0,), np.int32)
-    parts = [
-        da.from_delayed(b, shape=(n,), dtype=np.int32, meta=meta)
-        for b, n in zip(label_blocks, X.chunks[0])
-    ]
-    return da.concatenate(parts) if len(parts) > 1 else parts[0]
 
 
 def tolerance(X: da.Array, tol: float, scale: float, split_every: int = 8) -> float:
@@ -191,12 +183,16 @@ def _kmeans_plusplus(X, n_clusters, random_state, n_local_trials, split_every):
 
 
 def init_centers(X: da.Array, n_clusters: int, init, random_state, split_every=8):
-    """Initial centres in centres' units: 'k-means++', 'random' or an array."""
+    """Initial centres in centres' units: 'k-means++', 'k-means||', 'random' or an array."""
     from sklearn.utils import check_random_state
+
+    from .init_parallel import kmeans_parallel  # it builds on this module, so imported here
 
     d = X.shape[1]
     if isinstance(init, str) and init == "k-means++":
         return _kmeans_plusplus(X, n_clusters, random_state, None, split_every)[0]
+    if isinstance(init, str) and init == "k-means||":
+        return kmeans_parallel(X, n_clusters, random_state, split_every=split_every)
     if isinstance(init, str) and init == "random":
         # As the original notebook: uniform in [0, 1]^d (pixel scale).
         rng = check_random_state(random_state)
@@ -219,19 +215,29 @@ class LloydResult:
     history: list = field(default_factory=list)
 
 
-def _relocate_empty(X, centers_used, sums, counts, empty, scale, metric, split_every):
+def _farthest_group(states, blocks, offsets, shared):
+    m = shared["m"]
+    parts = [kernels.farthest(b, shared["centers"], off, m, scale=shared["scale"], metric=shared["metric"])
+             for b, off in zip(blocks, offsets)]
+    return states, kernels.merge_farthest(m, *parts)
+
+
+def _inertia_group(states, blocks, offsets, shared):
+    total = 0.0
+    for b in blocks:
+        total += float(kernels.assign_step(b, shared["centers"], scale=shared["scale"], metric=shared["metric"])[1])
+    return states, total
+
+
+def _relocate_empty(placement, centers_used, sums, counts, empty, scale, metric):
     """scikit-learn's rule: each empty cluster takes the row farthest from its centre.
 
     The row leaves its old cluster's sums and counts (in place). Rare, so it
-    costs one extra pass only in the iterations where it happens.
+    costs one extra (stateless) pass only in the iterations where it happens.
     """
     m = len(empty)
-    c = delayed(centers_used)
-    parts = [
-        delayed(kernels.farthest)(b, c, int(off), m, scale=scale, metric=metric)
-        for b, off in zip(_blocks(X), _offsets(X)[:-1])
-    ]
-    dist, idx, rows, labs = dask.compute(delayed(_host)(_tree(parts, split_every, kernels.merge_farthest, m)))[0]
+    shared = {"centers": centers_used, "m": m, "scale": scale, "metric": metric}
+    dist, idx, rows, labs = placement.run(_farthest_group, shared, None, functools.partial(kernels.merge_farthest, m))
     rows = np.asarray(rows, dtype=np.float64).reshape(len(idx), -1)
     for j, cluster in enumerate(empty[: len(idx)]):
         old = int(labs[j])
@@ -256,6 +262,7 @@ def lloyd(
     resume: dict | None = None,
     algorithm: str = "lloyd",
     persist: bool | None = None,
+    progress: bool = False,
 ) -> LloydResult:
     """k-means iterations with scikit-learn's convergence rules; the algorithm is pluggable.
 
@@ -280,6 +287,9 @@ def lloyd(
         See :data:`daskmeans.algorithms.ALGORITHMS`; every one gives Lloyd's labels.
     persist : bool or None
         Keep the chunks in memory during the loop (None: as ``X`` is).
+    progress : bool
+        A progress bar over the iterations (:func:`daskmeans.progress.bar`:
+        a widget in Jupyter, a line on a terminal).
     """
     scale = pixel_scale(X.dtype)
     wd = X_work(X)
@@ -296,7 +306,8 @@ def lloyd(
             start, strict, converged = max_iter, bool(resume.get("strict")), True
     if persist is None:
         persist = _is_persisted(X)
-    with Placement(X, persist=persist, split_every=split_every) as placement:
+    with Placement(X, persist=persist, split_every=split_every) as placement, \
+            progress_bar(max(max_iter - start, 0), f"k-means ({algorithm})", enabled=progress, unit="iter") as bar:
         algo = algorithms.ALGORITHMS[algorithm](placement, scale=scale, metric=metric)
         for i in range(start, max_iter):
             t0 = time.perf_counter()
@@ -304,7 +315,7 @@ def lloyd(
             step = algo.step(used, prev_used, i + 1)
             empty = np.flatnonzero(step.counts == 0)
             if empty.size:
-                _relocate_empty(X, used, step.sums, step.counts, empty, scale, metric, split_every)
+                _relocate_empty(placement, used, step.sums, step.counts, empty, scale, metric)
                 algo.invalidate()
             new = centers.copy()
             nz = step.counts > 0
@@ -312,6 +323,7 @@ def lloyd(
             shift = float(((new - centers) ** 2).sum())
             prev_used, centers = used, new
             history.append(_record(i + 1, step, shift, int(empty.size), time.perf_counter() - t0, X.shape[0]))
+            bar.update(1, inertia=f"{step.inertia:.6g}", changed=step.changed)
             # scikit-learn's order: strict convergence first (labels unchanged), then tol.
             if i > 0 and step.changed == 0:
                 strict = converged = True
@@ -322,16 +334,20 @@ def lloyd(
                               "history": history, "converged": converged, "strict": strict})
             if converged:
                 break
+        if strict and history:
+            inertia = history[-1]["inertia"]  # the same labels; the step's inertia (exact totals for Hamerly)
+        else:
+            shared = {"centers": centers.astype(wd), "scale": scale, "metric": metric}
+            inertia = placement.run(_inertia_group, shared, None)
 
-    labels, inertia = _assign_all(X, centers, metric, split_every)
-    if strict and history:
-        inertia = history[-1]["inertia"]  # the same labels; the step's inertia (exact totals for Hamerly)
+    # the labels of the final centres (the last step's when strictly converged), per chunk
+    labels = predict_labels(X, centers, metric).persist()
     n_iter = len(history)
     if converged:
         logger.info("converged after %d iterations (%s)", n_iter, "strict" if strict else "tol")
     else:
         logger.info("stopped after max_iter=%d iterations without converging", n_iter)
-    return LloydResult(centers=centers, labels=_labels_array(labels, X), inertia=float(inertia), n_iter=n_iter,
+    return LloydResult(centers=centers, labels=labels, inertia=float(inertia), n_iter=n_iter,
                        converged=converged, strict=strict, history=history)
 
 
@@ -361,16 +377,6 @@ def backend_name(X: da.Array) -> str:
 def X_work(X) -> np.dtype:
     """The dtype the kernels compute in for ``X`` (float64 only for float64 data)."""
     return np.float64 if np.dtype(X.dtype) == np.float64 else np.float32
-
-
-def _assign_all(X, centers, metric, split_every):
-    """Labels (persisted per chunk) and total inertia for fixed centres."""
-    scale = pixel_scale(X.dtype)
-    c = delayed(np.asarray(centers, dtype=X_work(X)))
-    outs = [delayed(kernels.assign_step, nout=2)(b, c, scale=scale, metric=metric) for b in _blocks(X)]
-    root = delayed(_host)(_tree([o[1] for o in outs], split_every))
-    labels, root = dask.persist([o[0] for o in outs], root)
-    return labels, float(root.compute())
 
 
 def _predict_block(block, centers, scale, metric):

@@ -64,19 +64,23 @@ def run_group(token, gid, func, sources, offsets, iteration, shared):
 
     ``func(states, blocks, offsets, shared) -> (states, partial)``; ``states`` is
     None when this process holds no state made by iteration ``iteration - 1``.
+    ``iteration`` None: a pass that neither reads nor writes state.
     """
-    with _LOCK:
-        saved = _REGISTRY.get((token, gid))
-    states = saved[1] if saved is not None and saved[0] == iteration - 1 else None
+    states = None
+    if iteration is not None:
+        with _LOCK:
+            saved = _REGISTRY.get((token, gid))
+        states = saved[1] if saved is not None and saved[0] == iteration - 1 else None
     blocks = [_load(s) for s in sources]
     states, partial = func(states, blocks, offsets, shared)
-    with _LOCK:
-        _REGISTRY[(token, gid)] = (iteration, states)
+    if iteration is not None:
+        with _LOCK:
+            _REGISTRY[(token, gid)] = (iteration, states)
     return host(partial)
 
 
-def _sum(*parts):
-    return kernels.combine(*parts)
+def _identity(x):
+    return x
 
 
 def current_client():
@@ -191,40 +195,46 @@ class Placement:
 
     # -- running a pass -----------------------------------------------------------------
 
-    def run(self, func, shared: dict, iteration: int):
-        """One task per group: ``func`` over its chunks; returns the summed partial (NumPy)."""
-        if self.client is None:
-            return self._run_local(func, shared, iteration)
-        return self._run_distributed(func, shared, iteration)
+    def run(self, func, shared: dict, iteration: int | None, reduce=kernels.combine):
+        """One task per group: ``func`` over its chunks; returns the reduced partial (NumPy).
 
-    def _run_local(self, func, shared, iteration):
+        ``iteration``: the step this pass makes state for (see :func:`run_group`);
+        None for a stateless pass. ``reduce(*partials)`` merges the groups' results.
+        """
+        if self.client is None:
+            return self._run_local(func, shared, iteration, reduce)
+        return self._run_distributed(func, shared, iteration, reduce)
+
+    def _run_local(self, func, shared, iteration, reduce):
         if self._pool is None:
             self._pool = concurrent.futures.ThreadPoolExecutor(max(1, len(self.groups)), "daskmeans")
         futs = [
             self._pool.submit(run_group, self.token, g.gid, func, g.sources, g.offsets, iteration, shared)
             for g in self.groups
         ]
-        return kernels.combine(*[f.result() for f in futs])
+        return reduce(*[f.result() for f in futs])
 
-    def _run_distributed(self, func, shared, iteration):
+    def _run_distributed(self, func, shared, iteration, reduce):
         client = self.client
-        # a list: scattering a dict would make each of its keys a cluster-wide key
-        (shared_f,) = client.scatter([shared], broadcast=True, hash=False)
+        # The centres travel once, as a task that holds them: workers fetch them from
+        # each other, and a lost copy is recomputed from the task (scattered data
+        # would have no lineage, and a broadcast fails when a worker dies mid-way).
+        tag = f"{self.token[:8]}-{iteration}-{uuid.uuid4().hex[:6]}"
+        shared_f = client.submit(_identity, shared, pure=False, key=f"daskmeans-shared-{tag}")
         futs = [
             client.submit(
                 run_group, self.token, g.gid, func, g.sources, g.offsets, iteration, shared_f,
                 workers=[g.worker] if g.worker else None, allow_other_workers=True, pure=False,
-                key=f"daskmeans-group-{self.token[:8]}-{iteration}-{g.gid}",
+                key=f"daskmeans-group-{tag}-{g.gid}",
             )
             for g in self.groups
         ]
         split = max(2, int(self.split_every))
         level = 0
-        keep = list(futs)  # held until the root is computed: every level's inputs stay wanted
+        keep = [shared_f, *futs]  # held until the root is computed: every level's inputs stay wanted
         while len(futs) > 1:
             futs = [
-                client.submit(_sum, *futs[i : i + split], pure=False,
-                              key=f"daskmeans-sum-{self.token[:8]}-{iteration}-{level}-{i}")
+                client.submit(reduce, *futs[i : i + split], pure=False, key=f"daskmeans-sum-{tag}-{level}-{i}")
                 for i in range(0, len(futs), split)
             ]
             keep.extend(futs)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import copy
 import time
 from pathlib import Path
 
+import dask
 import pytest
 
 #: The real CIFAR-10 images (an image-folder tarball), next to the repository.
@@ -32,3 +34,13 @@ def cifar_store(real_data, tmp_path_factory) -> Path:
     store = ingest(real_data, cache_dir=cache, progress=False)
     print(f"\n[cifar_store] ingested {real_data.name} in {time.perf_counter() - t0:.1f} s -> {store}")
     return store
+
+
+@pytest.fixture(autouse=True)
+def _dask_config_restored():
+    """Each test starts from the same dask config: settings a test merges (a cluster.yaml
+    it reads, for instance) must not leak into the next one."""
+    saved = copy.deepcopy(dask.config.config)
+    yield
+    dask.config.config.clear()
+    dask.config.config.update(saved)
