@@ -126,10 +126,12 @@ _DECLARED = [
     _p(name="n_clusters", kind="int", default=8, cli_default=10, low=1, flag="-k", field="k", estimator=True,
        what="the number of clusters", metavar="K",
        help="number of clusters"),  # the command line's 10: CIFAR-10's number of classes
-    _p(name="init", kind="str", default="k-means++", choices=("k-means++", "random"), flag="--init",
-       config_key="kmeans.init", estimator=True, metavar="k-means++|random|FILE.npy",
-       help="initial centres: k-means++, random (uniform in [0, 1], as the original notebook) "
-            "or a .npy file of (k, 3072) centres in [0, 1] (an array for the estimator)"),
+    _p(name="init", kind="str", default="k-means++", choices=("k-means++", "k-means||", "random"), flag="--init",
+       config_key="kmeans.init", estimator=True, metavar="{k-means++,k-means||,random}|FILE.npy",
+       help="initial centres: k-means++ (greedy, two small passes per centre), k-means|| (Bahmani et al.: "
+            "5 sampling passes whatever k, for large k or data spread over a cluster), random (uniform in "
+            "[0, 1], as the original notebook) or a .npy file of (k, 3072) centres in [0, 1] (an array for "
+            "the estimator)"),
     _p(name="n_init", kind="int", default=1, low=1, flag="--n-init", estimator=True, metavar="N",
        help="restarts; the lowest inertia wins"),
     _p(name="max_iter", kind="int", default=300, low=1, flag="--max-iter", config_key="kmeans.max-iter",
@@ -378,7 +380,7 @@ def _check_init(p: Param, value, source: str):
     if not isinstance(value, str):
         if source in ("python",):
             return value  # an array of centres: shape and values are checked against the data
-        raise _error(p, value, source, "must be k-means++, random or a .npy file", _example(p))
+        raise _error(p, value, source, "must be k-means++, k-means||, random or a .npy file", _example(p))
     if value in p.choices or (source != "python" and value.endswith(".npy")):
         return value
     others = "or an array of centres" if source == "python" else "or a .npy file of centres"

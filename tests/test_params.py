@@ -40,7 +40,7 @@ def test_every_setting_and_flag_is_declared_once():
     ("seed", 2**32, "cli", "--seed 4294967296: the random seed must be between 0 and 4294967295"),
     ("n_clusters", True, "python", "n_clusters=True must be an integer"),
     ("split_every", 1, "python", "split_every=1 must be an integer >= 2"),
-    ("init", "kmeans", "python", "init='kmeans' is not k-means++, random or an array of centres"),
+    ("init", "kmeans", "python", "init='kmeans' is not k-means++, k-means||, random or an array of centres"),
 ])
 def test_check_names_value_bound_and_fix(name, value, source, expected):
     with pytest.raises(InputError) as e:
