@@ -45,6 +45,8 @@ def fingerprint(settings, **extra) -> dict:
             p = Path(v).expanduser()
             v = str(p.resolve()) if p.exists() else v
         fp[key] = v
+    if getattr(settings, "features", "raw") not in (None, "raw"):  # features change what k-means sees
+        fp.update(features=settings.features, feature_options=settings.feature_options())
     fp.update(extra)
     return json.loads(json.dumps(fp, default=str))
 

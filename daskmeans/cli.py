@@ -13,7 +13,7 @@ import signal
 import sys
 import threading
 
-from . import __version__, jobs, params, predict
+from . import __version__, jobs, params, predict, sweep
 from .data import ingest
 from .errors import EXIT_FAILED, EXIT_INPUT, DaskmeansError
 from .run import Settings, format_summary, run
@@ -34,6 +34,7 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
     groups = {
         "data": ("data", "split", "subset", "chunk_size"),
         "k-means": ("n_clusters", "init", "n_init", "random_state", "max_iter", "tol", "metric", "algorithm"),
+        "features": ("features", "pca_dim", "patch_size", "patch_stride", "dictionary_size", "patch_samples"),
         "evaluation": ("eval_split", "compare"),
         "where it runs": ("cluster", "scheduler", "n_workers", "backend", "persist"),
         "output": ("out", "overwrite", "checkpoint", "resume"),
@@ -85,6 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_ingest)
 
     predict.add_parser(sub, common)
+    sweep.add_parser(sub, common)
     jobs.add_parser(sub, common)
     return parser
 

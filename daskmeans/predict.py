@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import features as features_mod
 from .backend import resolve as resolve_backend
 from .backend import to_backend, to_numpy
 from .cluster import check_where
@@ -88,8 +89,12 @@ def heldout_scores(table, train_table) -> dict:
 # --------------------------------------------------------------------------- #
 # Applying centres to a dataset (distributed)
 # --------------------------------------------------------------------------- #
-def apply_centroids(ds, centers, *, metric: str = "l2", backend: str = "numpy", train_table=None) -> tuple[np.ndarray, dict]:
+def apply_centroids(ds, centers, *, metric: str = "l2", backend: str = "numpy", train_table=None,
+                    featurizer=None) -> tuple[np.ndarray, dict]:
     """Assign every image of ``ds`` to its nearest centre and score the result.
+
+    ``featurizer``: the training run's :class:`~daskmeans.features.Featurizer`
+    (``centers`` then live in its feature space); its transform runs chunk by chunk.
 
     Runs on the current dask scheduler, block by block; only the labels (4
     bytes per image) and the small table come to the client.
@@ -103,7 +108,8 @@ def apply_centroids(ds, centers, *, metric: str = "l2", backend: str = "numpy", 
     """
     t0 = time.perf_counter()
     centers = np.asarray(centers)
-    X = as_rows(to_backend(ds.flat(), backend))
+    X = ds.flat() if featurizer is None else featurizer.transform(ds.images)
+    X = as_rows(to_backend(X, backend))
     pred = predict_labels(X, centers, metric).persist()
     classes = to_backend(ds.labels, backend)
     table = contingency(pred, classes, centers.shape[0], len(ds.class_names))
@@ -127,8 +133,16 @@ def apply_centroids(ds, centers, *, metric: str = "l2", backend: str = "numpy", 
 # --------------------------------------------------------------------------- #
 # Reading a saved run
 # --------------------------------------------------------------------------- #
-def check_centroids(arr, where: str) -> np.ndarray:
-    """Validate centres read from ``where``: (k, 3072) or (k, 32, 32, 3), finite, numeric."""
+def check_centroids(arr, where: str, n_features: int | None = None) -> np.ndarray:
+    """Validate centres read from ``where``: (k, 3072) or (k, 32, 32, 3) (or ``(k, n_features)`` of
+    a features run), finite, numeric."""
+    if n_features is not None and n_features != N_FEATURES:
+        if arr.ndim != 2 or arr.shape[1] != n_features or not np.issubdtype(arr.dtype, np.floating):
+            raise InputError(f"{where}: shape {arr.shape}, expected (k, {n_features}) for this run's features; "
+                             f"the folder mixes two runs, run again")
+        if not np.all(np.isfinite(arr)):
+            raise InputError(f"{where}: contains NaN or infinite values; pass the centroids.npy of a finished run")
+        return arr.astype(np.float32)
     if not isinstance(arr, np.ndarray) or arr.dtype == object or not (
         np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)
     ):
@@ -145,8 +159,9 @@ def check_centroids(arr, where: str) -> np.ndarray:
 def load_run(run) -> dict:
     """Centres (and, from a run folder, its report) from a run folder or a ``.npy`` file.
 
-    Returns a dict: ``centers`` (k, 3072) float32, ``report`` (dict or None),
-    ``path``.
+    Returns a dict: ``centers`` (k, 3072) float32 (or (k, n_features) for a
+    features run), ``report`` (dict or None), ``path``, ``featurizer`` (the run's
+    ``featurizer.npz``, or None for raw pixels).
     """
     p = Path(run).expanduser()
     if p.is_dir():
@@ -166,8 +181,8 @@ def load_run(run) -> dict:
         raise InputError(f"{cfile}: not a readable .npy array ({msg}); pass a centroids.npy written by daskmeans run") from None
     if not isinstance(arr, np.ndarray):
         raise InputError(f"{cfile}: an .npz archive, not one array; pass the centroids.npy of a run")
-    centers = check_centroids(arr, str(cfile))
     report = None
+    featurizer = None
     rfile = cfile.parent / "report.json" if p.is_dir() else None
     if rfile is not None and rfile.is_file():
         try:
@@ -176,6 +191,14 @@ def load_run(run) -> dict:
             raise InputError(f"{rfile}: not readable JSON ({type(e).__name__}); restore it or pass centroids.npy alone") from None
         if not isinstance(report, dict):
             raise InputError(f"{rfile}: not a daskmeans report; pass centroids.npy alone")
+    kind = ((report or {}).get("features") or {}).get("kind", "raw")
+    if kind != "raw":
+        ffile = cfile.parent / "featurizer.npz"
+        if not ffile.is_file():
+            raise InputError(f"{run}: a --features {kind} run without its featurizer.npz; restore it or run again")
+        featurizer = features_mod.load(ffile)
+    centers = check_centroids(arr, str(cfile), featurizer.n_features if featurizer is not None else None)
+    if report is not None:
         k = report.get("k")
         if k is not None and k != centers.shape[0]:
             raise InputError(f"{run}: report.json says k={k} but centroids.npy has {centers.shape[0]} centres; "
@@ -183,7 +206,7 @@ def load_run(run) -> dict:
     elif p.is_dir():
         logger.warning("%s: no report.json, so no training mapping: held-out purity and matched accuracy "
                        "use the predicted split's own mapping", run)
-    return {"centers": centers, "report": report, "path": p}
+    return {"centers": centers, "report": report, "path": p, "featurizer": featurizer}
 
 
 def _train_table(report, k: int):
@@ -239,7 +262,8 @@ def predict(run, *, data=None, split: str = "test", subset=None, seed: int = 0, 
                          f"pass --data with the same classes")
     be = resolve_backend(backend)
     with open_scheduler(scheduler, cluster=cluster, n_workers=n_workers):
-        labels, result = apply_centroids(ds, centers, metric=metric, backend=be, train_table=train_table)
+        labels, result = apply_centroids(ds, centers, metric=metric, backend=be, train_table=train_table,
+                                         featurizer=saved["featurizer"])
     result.update(
         run=str(saved["path"]), k=k, metric=metric, class_names=list(ds.class_names), labels=labels,
         train_split=((report or {}).get("data") or {}).get("split"),

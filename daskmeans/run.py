@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import __version__, params
+from . import __version__, features, params
 from . import report as reporting
 from .backend import resolve as resolve_backend
 from .backend import to_backend, to_numpy
@@ -65,6 +65,12 @@ class Settings:
     n_workers: int | None = None
     eval_split: str | None = None
     compare: str | None = None
+    features: str = "raw"
+    pca_dim: int = 100
+    patch_size: int = 6
+    patch_stride: int = 2
+    dictionary_size: int = 256
+    patch_samples: int = 200_000
 
     def validate(self) -> None:
         """Check every option before any data is read (values + fixes in messages).
@@ -87,6 +93,35 @@ class Settings:
             raise InputError("--resume needs the --out of the interrupted run (or its --checkpoint FILE)")
         if self.compare and self.metric != "l2":
             raise InputError("--compare sklearn needs --metric l2 (scikit-learn's KMeans is Euclidean only)")
+        if self.features != "raw":
+            self._validate_features()
+
+    def _validate_features(self) -> None:
+        what = f"--features {self.features}"
+        if str(self.init).endswith(".npy"):
+            raise InputError(f"{what}: --init {self.init} holds pixel centres, not {self.features} features; "
+                             f"use --init k-means++ (or random)")
+        if self.compare:
+            raise InputError(f"{what}: --compare sklearn compares raw-pixel fits only; leave out --compare")
+        if self.algorithm == "hamerly":
+            raise InputError(f"{what}: --algorithm hamerly needs raw uint8 pixels (exact sums); "
+                             f"use --algorithm lloyd (or auto)")
+        if self.features == "patches" and self.patch_samples < self.dictionary_size:
+            raise InputError(f"--patch-samples {self.patch_samples} is fewer than --dictionary-size "
+                             f"{self.dictionary_size}; pass --patch-samples {self.dictionary_size} or more")
+
+    def feature_options(self) -> dict:
+        """Options of :func:`daskmeans.features.fit` for ``features``."""
+        if self.features == "pca":
+            return {"dim": self.pca_dim}
+        if self.features == "patches":
+            return {"size": self.patch_size, "stride": self.patch_stride, "n_centers": self.dictionary_size,
+                    "n_patches": self.patch_samples, "seed": self.seed}
+        return {}
+
+    def n_features(self) -> int:
+        """Features per image that k-means sees."""
+        return {"pca": self.pca_dim, "patches": 4 * self.dictionary_size}.get(self.features, 32 * 32 * 3)
 
 
 def load_init(path: str, k: int, d: int) -> np.ndarray:
@@ -123,7 +158,8 @@ def _algorithm(settings: Settings, backend: str) -> str:
     chunks; plain Lloyd for l1, and on CuPy where the bounds bring no gain."""
     if settings.algorithm != "auto":
         return settings.algorithm
-    return "hamerly" if settings.metric == "l2" and backend == "numpy" else "lloyd"
+    raw = settings.features == "raw"  # features are float32: no exact sums for the bounds
+    return "hamerly" if raw and settings.metric == "l2" and backend == "numpy" else "lloyd"
 
 
 def _protected(settings: Settings) -> tuple:
@@ -154,10 +190,11 @@ def _open_data(settings: Settings):
 
 def _fit(settings: Settings, X, backend: str, ckpt: RunCheckpoint, ds, eval_ds):
     """Cluster on the chosen scheduler; the fitted estimator and what is computed beside it."""
-    d = X.shape[1]
+    d = settings.n_features()
     init = load_init(settings.init, settings.k, d) if settings.init.endswith(".npy") else settings.init
     ckpt.check_shape(settings.k, d)
     with scheduler(settings.scheduler, cluster=settings.cluster, n_workers=settings.n_workers) as sched:
+        featurizer, X = _featurize(settings, ds)
         km = KMeans(
             settings.k, init=init, n_init=settings.n_init, max_iter=settings.max_iter, tol=settings.tol,
             metric=settings.metric, algorithm=_algorithm(settings, backend),
@@ -168,13 +205,42 @@ def _fit(settings: Settings, X, backend: str, ckpt: RunCheckpoint, ds, eval_ds):
         table = contingency(km.labels_, to_backend(ds.labels, backend), settings.k, len(ds.class_names))
         labels = to_numpy(km.labels_.compute()).astype(np.int32)
         extra = {"scheduler": {k: v for k, v in sched.items() if k != "client"}, "eval": None, "compare": None,
-                 "eval_labels": None}
+                 "eval_labels": None, "featurizer": featurizer, "mean_images": None}
+        if featurizer is not None:  # the pictures show each cluster's mean image: feature-space centres are no images
+            extra["mean_images"] = features.cluster_mean_images(ds.flat(), km.labels_, settings.k)
         if eval_ds is not None:
             extra["eval_labels"], extra["eval"] = apply_centroids(
-                eval_ds, km.cluster_centers_, metric=settings.metric, backend=backend, train_table=table)
+                eval_ds, km.cluster_centers_, metric=settings.metric, backend=backend, train_table=table,
+                featurizer=featurizer)
         if settings.compare == "sklearn":
             extra["compare"] = reporting.compare_sklearn(X, km, ds.labels, len(ds.class_names), labels, settings)
     return km, table, labels, extra
+
+
+def _featurize(settings: Settings, ds):
+    """``(featurizer or None, rows k-means clusters)``: the flat pixels, or features fitted on ``ds``."""
+    if settings.features == "raw":
+        return None, ds.flat()
+    t0 = time.perf_counter()
+    logger.info("fitting %s features on %d images (%s)", settings.features, ds.n_samples,
+                ", ".join(f"{k}={v}" for k, v in settings.feature_options().items()))
+    featurizer, F = features.fit_transform(settings.features, ds.images, **settings.feature_options())
+    F = F.persist()
+    featurizer.info["features_seconds"] = time.perf_counter() - t0
+    logger.info("%d %s features per image ready in %.1f s", F.shape[1], settings.features, time.perf_counter() - t0)
+    return featurizer, F
+
+
+class _MeanImages:
+    """The fitted estimator as the pictures see it: each cluster's mean image as its centre."""
+
+    def __init__(self, km, centers):
+        self._km = km
+        self.cluster_centers_ = centers
+        self.metric = "l2"
+
+    def __getattr__(self, name):
+        return getattr(self._km, name)
 
 
 def _report(settings: Settings, ds, X, backend: str, km, table, extra: dict, ckpt, t_start: float) -> dict:
@@ -188,7 +254,8 @@ def _report(settings: Settings, ds, X, backend: str, km, table, extra: dict, ckp
         "scheduler": extra["scheduler"],
         "data": ds.describe(),
         "n_samples": ds.n_samples,
-        "n_features": X.shape[1],
+        "n_features": settings.n_features(),
+        "features": extra["featurizer"].describe() if extra["featurizer"] is not None else {"kind": "raw"},
         "k": settings.k,
         "n_iter": km.n_iter_,
         "converged": km.converged_,
@@ -237,10 +304,15 @@ def run(settings: Settings, *, out_dir=None, on_iteration=None, resume=None) -> 
         report = _report(settings, ds, X, backend, km, table, extra, ckpt, t_start)
         out_dir.write_npy("centroids.npy", km.cluster_centers_.astype(np.float32))
         out_dir.write_npy("labels.npy", labels)
+        pictured = km
+        if extra["featurizer"] is not None:  # predict and --eval-split apply the training features
+            extra["featurizer"].save(out_dir.path / "featurizer.npz")
+            out_dir.write_npy("cluster-means.npy", extra["mean_images"].astype(np.float32))
+            pictured = _MeanImages(km, extra["mean_images"])
         if extra["eval_labels"] is not None:
             out_dir.write_npy(f"labels-{settings.eval_split}.npy", extra["eval_labels"])
         out_dir.write_json("report.json", report)
-        reporting.write_extras(out_dir.path, report, km, ds)  # pictures and report.html
+        reporting.write_extras(out_dir.path, report, pictured, ds)  # pictures and report.html
         if own_out:
             report["out"] = str(out_dir.commit())
             ckpt.done()

@@ -1,0 +1,255 @@
+"""Single-layer unsupervised patch features (Coates, Lee and Ng, AISTATS 2011).
+
+1. Random ``p x p`` patches of the training images (seeded: the same patches
+   whatever the chunking), each normalised for brightness and contrast
+   (``(x - mean(x)) / sqrt(var(x) + 10)`` on the 0-255 scale, ``var`` with ``n - 1``).
+2. ZCA whitening fitted on them: ``W = V diag(1 / sqrt(D + 0.1)) V^T`` from the
+   eigen-decomposition ``C = V D V^T`` of their covariance.
+3. A dictionary of ``K`` centres learned by :class:`daskmeans.KMeans` on the
+   whitened patches (float32, Lloyd).
+4. Every patch position of every image (stride ``s``) is normalised, whitened and
+   encoded with the "triangle" activation ``f_k = max(0, mean(z) - z_k)``, ``z_k``
+   the Euclidean distance to centre ``k``.
+5. The activations are sum-pooled over the four quadrants of the position grid
+   (top-left, top-right, bottom-left, bottom-right): ``4 K`` features per image.
+6. Each feature is standardised with the training mean and ``sqrt(var + 0.01)``.
+
+Steps 4-6 run chunk by chunk (``map_blocks`` over the image chunks; the
+dictionary and the whitening travel as small NumPy arrays). No labels are used.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import dask
+import dask.array as da
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+from ..errors import InputError
+from ..estimator import KMeans
+from .base import Featurizer, as_images, pixel_units
+
+logger = logging.getLogger("daskmeans")
+
+#: Constants of Coates et al. (pixel scale 0-255).
+NORM_EPS = 10.0
+ZCA_EPS = 0.1
+STD_EPS = 0.01
+#: Images encoded per NumPy step inside a chunk (bounds the memory of a task).
+SUB_IMAGES = 128
+
+
+# -- pure NumPy steps (no dask) ---------------------------------------------------------------
+
+
+def normalise(P: np.ndarray, eps: float = NORM_EPS) -> np.ndarray:
+    """Per-row brightness and contrast normalisation: ``(x - mean) / sqrt(var(ddof=1) + eps)``."""
+    P = np.asarray(P, dtype=np.float32)
+    m = P.mean(axis=1, keepdims=True)
+    P = P - m
+    var = (P * P).sum(axis=1, keepdims=True) / max(P.shape[1] - 1, 1)
+    return P / np.sqrt(var + np.float32(eps))
+
+
+def fit_zca(P: np.ndarray, eps: float = ZCA_EPS) -> tuple[np.ndarray, np.ndarray]:
+    """``(mean (d,), W (d, d))`` float64: ZCA whitening of the rows of ``P``; apply as ``(x - mean) @ W``."""
+    P = np.asarray(P, dtype=np.float64)
+    mean = P.mean(axis=0)
+    C = np.cov(P, rowvar=False)
+    D, V = np.linalg.eigh(C)
+    W = (V * (1.0 / np.sqrt(np.maximum(D, 0.0) + eps))) @ V.T
+    return mean, W
+
+
+def patch_rows(images: np.ndarray, size: int, stride: int) -> tuple[np.ndarray, int, int]:
+    """All ``size x size`` patches at ``stride`` of ``images`` (b, H, W, C).
+
+    Returns ``(rows (b * R * Cc, size*size*C), R, Cc)``: each row a patch in HWC
+    order, image by image, positions row-major.
+    """
+    b, H, W, C = images.shape
+    win = sliding_window_view(images, (size, size), axis=(1, 2))  # (b, H-p+1, W-p+1, C, p, p)
+    win = win[:, ::stride, ::stride]
+    R, Cc = win.shape[1], win.shape[2]
+    return win.transpose(0, 1, 2, 4, 5, 3).reshape(b * R * Cc, size * size * C), R, Cc
+
+
+def triangle(X: np.ndarray, centers: np.ndarray, centers_sq: np.ndarray | None = None) -> np.ndarray:
+    """``max(0, mean_k(z) - z_k)`` with ``z_k = ||x - c_k||`` for every row of ``X``: (n, K)."""
+    if centers_sq is None:
+        centers_sq = (centers * centers).sum(axis=1)
+    z = X @ centers.T  # in place from here: this (n, K) array is the largest of the encoding
+    z *= -2
+    z += (X * X).sum(axis=1, keepdims=True)
+    z += centers_sq[None, :]
+    np.maximum(z, 0, out=z)
+    np.sqrt(z, out=z)
+    np.subtract(z.mean(axis=1, keepdims=True), z, out=z)
+    return np.maximum(z, 0, out=z)
+
+
+def quadrant_pool(F: np.ndarray, R: int, Cc: int) -> np.ndarray:
+    """``(b, R*Cc, K)`` activations -> ``(b, 4K)``: sums over the top-left, top-right,
+    bottom-left and bottom-right quadrants of the R x Cc position grid (the first
+    half has ``ceil(R / 2)`` rows, as MATLAB's ``round(R / 2)``)."""
+    b, _, K = F.shape
+    F = F.reshape(b, R, Cc, K)
+    hr, hc = (R + 1) // 2, (Cc + 1) // 2
+    quads = [F[:, :hr, :hc], F[:, :hr, hc:], F[:, hr:, :hc], F[:, hr:, hc:]]
+    return np.concatenate([q.sum(axis=(1, 2)) for q in quads], axis=1)
+
+
+def encode_images(images, *, zca_mean, zca_w, centers, size, stride, to255, norm_eps=NORM_EPS,
+                  feat_mean=None, feat_scale=None, sub=SUB_IMAGES) -> np.ndarray:
+    """Pooled triangle features ``(b, 4K)`` float32 of a block of images (b, H, W, C)."""
+    zm = np.asarray(zca_mean, dtype=np.float32)
+    zw = np.asarray(zca_w, dtype=np.float32)
+    c = np.asarray(centers, dtype=np.float32)
+    c_sq = (c * c).sum(axis=1)
+    out = np.empty((images.shape[0], 4 * c.shape[0]), dtype=np.float32)
+    for s in range(0, images.shape[0], sub):
+        block = np.asarray(images[s:s + sub], dtype=np.float32) * np.float32(to255)
+        rows, R, Cc = patch_rows(block, size, stride)
+        x = normalise(rows, norm_eps)
+        x = (x - zm) @ zw
+        f = triangle(x, c, c_sq)
+        out[s:s + sub] = quadrant_pool(f.reshape(block.shape[0], R * Cc, -1), R, Cc)
+    if feat_mean is not None:
+        out = (out - feat_mean.astype(np.float32)) * feat_scale.astype(np.float32)
+    return out
+
+
+def _standardise(block, mean, scale):
+    return (block - mean) * scale
+
+
+def _extract(block, local, r, c, size):
+    """The patches of one chunk at (local image, row, column), HWC order: (m, size*size*C)."""
+    if len(local) == 0:
+        return np.empty((0, size * size * block.shape[3]), dtype=np.float32)
+    rr = r[:, None, None] + np.arange(size)[None, :, None]
+    cc = c[:, None, None] + np.arange(size)[None, None, :]
+    return np.asarray(block[local[:, None, None], rr, cc], dtype=np.float32).reshape(len(local), -1)
+
+
+def sample_patches(images: da.Array, n: int, size: int, seed: int) -> np.ndarray:
+    """``n`` random ``size x size`` patches ``(n, size*size*C)`` float32 (image units).
+
+    Positions are drawn with ``numpy.random.default_rng(seed)`` over the whole
+    split (image index, row, column), so the patches do not depend on the
+    chunking; each chunk extracts its own patches and only those reach the client.
+    """
+    N, H, W, C = images.shape
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, N, size=n)
+    r = rng.integers(0, H - size + 1, size=n)
+    c = rng.integers(0, W - size + 1, size=n)
+    bounds = np.concatenate([[0], np.cumsum(images.chunks[0])])
+    parts, where = [], []
+    for b, block in enumerate(images.to_delayed().ravel()):
+        sel = np.flatnonzero((idx >= bounds[b]) & (idx < bounds[b + 1]))
+        if len(sel):
+            parts.append(dask.delayed(_extract)(block, idx[sel] - bounds[b], r[sel], c[sel], size))
+            where.append(sel)
+    out = np.empty((n, size * size * C), dtype=np.float32)
+    for sel, P in zip(where, dask.compute(*parts)):
+        out[sel] = P
+    return out
+
+
+# -- the featurizer -----------------------------------------------------------------------------
+
+
+class PatchFeaturizer(Featurizer):
+    """Coates-Lee-Ng features: arrays ``zca_mean``, ``zca_w``, ``centers`` (K, p*p*C),
+    ``feat_mean`` and ``feat_scale`` (4K,) (standardisation; absent before it is fitted)."""
+
+    kind = "patches"
+
+    @property
+    def n_features(self) -> int:
+        return 4 * int(self.arrays["centers"].shape[0])
+
+    def encode(self, X, standardise: bool = True) -> da.Array:
+        """``(n, 4K)`` float32 features of the images ``X``, chunk by chunk."""
+        X = as_images(X)
+        size, stride = self.options["size"], self.options["stride"]
+        shape = tuple(self.options.get("image_shape") or X.shape[1:])
+        if tuple(X.shape[1:]) != shape:
+            raise InputError(f"images of shape {tuple(X.shape[1:])}, the dictionary was learned on {shape}; "
+                             f"pass images like the training ones")
+        std = standardise and "feat_mean" in self.arrays
+        return X.map_blocks(
+            encode_images, zca_mean=self.arrays["zca_mean"], zca_w=self.arrays["zca_w"],
+            centers=self.arrays["centers"], size=size, stride=stride, to255=255.0 * pixel_units(X.dtype),
+            feat_mean=self.arrays["feat_mean"] if std else None, feat_scale=self.arrays["feat_scale"] if std else None,
+            dtype=np.float32, chunks=(X.chunks[0], (self.n_features,)), drop_axis=[2, 3],
+        )
+
+    def transform(self, X) -> da.Array:
+        """``(n, 4K)`` float32 standardised features of the images ``X``."""
+        return self.encode(X, standardise=True)
+
+
+def fit_patches(X, *, size: int = 6, stride: int = 2, n_centers: int = 256, n_patches: int = 200_000,
+                seed: int = 0, max_iter: int = 50, persist: bool = True, return_features: bool = False):
+    """Learn the whitening and the dictionary on ``X`` (training images), then the standardisation.
+
+    Parameters
+    ----------
+    X : images (n, H, W, C) or flat rows (n, 3072), dask or NumPy; uint8 pixels or floats in [0, 1]
+    size, stride : patch side and step between encoded positions
+    n_centers : dictionary size K (4K features)
+    n_patches : random patches the whitening and the dictionary learn from
+    seed : seeds the patch positions and the dictionary's k-means++
+    max_iter : Lloyd iterations of the dictionary
+    persist : keep the training features in memory (else they are recomputed when used)
+    return_features : also return the standardised training features (dask, (n, 4K))
+    """
+    t0 = time.perf_counter()
+    X = as_images(X)
+    N, H, W, C = X.shape
+    if not 1 <= size <= min(H, W):
+        raise InputError(f"patch size {size} must be between 1 and {min(H, W)}; pass --patch-size 6")
+    if stride < 1:
+        raise InputError(f"patch stride {stride} must be >= 1; pass --patch-stride 2")
+    if n_patches < n_centers:
+        raise InputError(f"{n_patches} patches cannot make a dictionary of {n_centers} centres; "
+                         f"pass --patch-samples {n_centers} or more")
+    to255 = 255.0 * pixel_units(X.dtype)
+    P = sample_patches(X, n_patches, size, seed) * np.float32(to255)
+    P = normalise(P)
+    zca_mean, zca_w = fit_zca(P)
+    Pw = ((P - zca_mean.astype(np.float32)) @ zca_w.astype(np.float32)).astype(np.float32)
+    t_sample = time.perf_counter()
+    logger.info("%d patches %dx%d sampled and whitened in %.1f s; learning %d centres", n_patches, size, size,
+                t_sample - t0, n_centers)
+    km = KMeans(n_centers, algorithm="lloyd", random_state=seed, max_iter=max_iter, chunk_size=25_000)
+    km.fit(Pw)
+    t_dict = time.perf_counter()
+    logger.info("dictionary of %d centres in %.1f s (%d iterations)", n_centers, t_dict - t_sample, km.n_iter_)
+    options = {"size": int(size), "stride": int(stride), "n_centers": int(n_centers), "n_patches": int(n_patches),
+               "seed": int(seed), "max_iter": int(max_iter), "image_shape": [int(H), int(W), int(C)]}
+    feat = PatchFeaturizer(options, {"zca_mean": zca_mean, "zca_w": zca_w,
+                                     "centers": np.asarray(km.cluster_centers_, dtype=np.float32)})
+    F = feat.encode(X, standardise=False)
+    if persist:
+        F = F.persist()
+    mean = F.astype(np.float64).mean(axis=0)
+    var = F.astype(np.float64).var(axis=0)
+    mean, var = dask.compute(mean, var)
+    feat.arrays["feat_mean"] = mean.astype(np.float32)
+    feat.arrays["feat_scale"] = (1.0 / np.sqrt(var + STD_EPS)).astype(np.float32)
+    t_enc = time.perf_counter()
+    logger.info("encoded %d images into %d features in %.1f s", N, feat.n_features, t_enc - t_dict)
+    feat.info = {"fit_seconds": t_enc - t0, "sample_seconds": t_sample - t0, "dictionary_seconds": t_dict - t_sample,
+                 "encode_seconds": t_enc - t_dict, "dictionary_iterations": int(km.n_iter_),
+                 "dictionary_inertia": float(km.inertia_), "n_fit": int(N)}
+    if return_features:
+        Fs = F.map_blocks(_standardise, mean=feat.arrays["feat_mean"], scale=feat.arrays["feat_scale"],
+                          dtype=np.float32)
+        return feat, Fs
+    return feat
