@@ -141,8 +141,9 @@ def _is_device_array(X) -> bool:
 
 @contextlib.contextmanager
 def _verbosity(verbose: int):
-    """``verbose >= 1``: the 'daskmeans' log lines (one per iteration) also go to stdout."""
-    if not verbose:
+    """``verbose >= 1``: the 'daskmeans' log lines (one per iteration) show, on stdout
+    unless the application already shows them (the command line's handler)."""
+    if not verbose or (logger.isEnabledFor(logging.INFO) and logger.hasHandlers()):
         yield
         return
     handler = logging.StreamHandler(sys.stdout)
@@ -205,8 +206,9 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMixin, Ba
         hamerly for l2 on uint8 NumPy chunks, lloyd otherwise.
     verbose : int, default 0
         0: no output of its own (the 'daskmeans' logger logs as the application
-        configured it); 1 or more: also print the log lines (one per iteration)
-        to stdout during ``fit``.
+        configured it); 1 or more: a progress bar over the iterations
+        (terminal or notebook) and the log lines (one per iteration), on stdout
+        unless the application already shows them.
 
     Attributes
     ----------
@@ -565,7 +567,7 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMixin, Ba
                     on_iteration(state)
             result = lloyd(
                 Xd, centers0, max_iter=self.max_iter, tol=tol, metric=self.metric, split_every=split_every,
-                on_iteration=report, resume=resume, algorithm=algorithm,
+                on_iteration=report, resume=resume, algorithm=algorithm, progress=bool(self.verbose),
             )
             resume = None
             if n_runs > 1:
