@@ -76,8 +76,11 @@ def machine() -> dict:
     }
 
 
+THREADS = None  # --threads: the same number of threads for both (None: all cores)
+
+
 def sk_iterations(X32, centers, n_iter):
-    """Seconds of each call of scikit-learn's Lloyd kernel (its own loop's work), all cores."""
+    """Seconds of each call of scikit-learn's Lloyd kernel (its own loop's work), on THREADS threads."""
     n = X32.shape[0]
     w = np.ones(n, dtype=np.float32)
     c = np.ascontiguousarray(centers, dtype=np.float32)
@@ -85,7 +88,7 @@ def sk_iterations(X32, centers, n_iter):
     wic = np.zeros(len(c), dtype=np.float32)
     labels = np.full(n, -1, dtype=np.int32)
     shift = np.zeros(len(c), dtype=np.float32)
-    threads = _openmp_effective_n_threads()
+    threads = THREADS or _openmp_effective_n_threads()
     secs = []
     for _ in range(n_iter):
         t0 = time.perf_counter()
@@ -151,6 +154,8 @@ def section_chunks(table, X, centers):
 
 
 def section_converge(table, X, X32):
+    if THREADS:  # scikit-learn's OpenMP loops on the same number of threads as dask's
+        threadpoolctl.threadpool_limits(THREADS, user_api="openmp")
     for seed in (0, 1, 2):
         t0 = time.perf_counter()
         km = KMeans(10, random_state=seed).fit(X)
@@ -161,6 +166,11 @@ def section_converge(table, X, X32):
         note = (f"inertia ratio {km.inertia_ / sk.inertia_:.5f}; iterations {km.n_iter_} vs {sk.n_iter_}; "
                 f"algorithm {getattr(km, 'algorithm_', '?')}")
         row(table, f"converged fit from defaults, seed {seed}", dm, sks, note)
+        t0 = time.perf_counter()
+        el = SKKMeans(n_clusters=10, random_state=seed, algorithm="elkan").fit(X32)
+        els = time.perf_counter() - t0
+        row(table, f"same, against scikit-learn's elkan, seed {seed}", dm, els,
+            f"inertia ratio {km.inertia_ / el.inertia_:.5f}; iterations {km.n_iter_} vs {el.n_iter_}")
 
 
 def section_rss(table):
@@ -186,9 +196,18 @@ def main():
     ap.add_argument("--data", default=str(DATA))
     ap.add_argument("--only", default="threads,local,small,converge,chunks,rss")
     ap.add_argument("--json")
+    ap.add_argument("--threads", type=int, help="threads for both (dask num_workers, scikit-learn n_threads); "
+                    "1 compares kernels without OpenMP spin-waits on a loaded machine")
     a = ap.parse_args()
+    global THREADS
+    THREADS = a.threads
+    if a.threads:
+        dask.config.set(num_workers=a.threads)
+        threadpoolctl.threadpool_limits(1, user_api="blas")
     only = set(a.only.split(","))
     info = machine()
+    info["threads"] = a.threads or os.cpu_count()
+    info["load_average"] = os.getloadavg()
     print(json.dumps(info, indent=1))
     table: list = []
     print("| case | daskmeans s/iter | scikit-learn s/iter | ratio | note |\n|---|---|---|---|---|")
