@@ -13,7 +13,7 @@ import signal
 import sys
 import threading
 
-from . import __version__, jobs, params, predict
+from . import __version__, jobs, params, predict, sweep
 from .data import ingest
 from .errors import EXIT_FAILED, EXIT_INPUT, DaskmeansError
 from .run import Settings, format_summary, run
@@ -86,6 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_ingest)
 
     predict.add_parser(sub, common)
+    sweep.add_parser(sub, common)
     jobs.add_parser(sub, common)
     return parser
 
