@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import datetime as _dt
 import html
+import json
 import logging
 import re
 import time
@@ -440,8 +441,6 @@ def _checked(args) -> dict:
 
 
 def cmd_sweep(args) -> int:
-    import json
-
     ks = parse_ks(args.ks)
     v = _checked(args)
     backend = resolve_backend(v["backend"])
