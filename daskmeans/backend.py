@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .errors import InputError
+
 try:  # array-api-compat gives NumPy/CuPy a standard-conforming namespace
     from array_api_compat import array_namespace as _array_namespace
 except ImportError:  # pragma: no cover - it is a dependency, but stay usable without it
@@ -22,7 +24,7 @@ def namespace(*arrays):
         return _array_namespace(*arrays)
     mod = type(arrays[0]).__module__.split(".")[0]
     if mod == "cupy":  # pragma: no cover - GPU only
-        import cupy
+        import cupy  # optional dependency (the gpu extra)
 
         return cupy
     return np
@@ -46,7 +48,7 @@ def to_numpy(x) -> np.ndarray:
 def cupy_available() -> bool:
     """True when CuPy imports and sees at least one CUDA device."""
     try:
-        import cupy
+        import cupy  # optional dependency (the gpu extra)
     except Exception:
         return False
     try:
@@ -57,8 +59,6 @@ def cupy_available() -> bool:
 
 def resolve(backend: str) -> str:
     """Turn ``auto|numpy|cupy`` into ``numpy`` or ``cupy`` (auto: CuPy where a GPU exists)."""
-    from .errors import InputError
-
     if backend == "auto":
         return "cupy" if cupy_available() else "numpy"
     if backend == "numpy":
@@ -77,6 +77,6 @@ def to_backend(darr, backend: str):
     """Move the blocks of a dask array to ``backend`` ('numpy' or 'cupy'), lazily."""
     if backend == "numpy":
         return darr
-    import cupy  # pragma: no cover - GPU only
+    import cupy  # pragma: no cover - optional dependency (the gpu extra), GPU only
 
     return darr.map_blocks(cupy.asarray, meta=cupy.empty((0,) * darr.ndim, dtype=darr.dtype))

@@ -444,85 +444,87 @@ def hamerly_step(block, centers, state=None, shifts=None, half_sep=None, *, scal
     k = len(centers)
     wd = work_dtype(xp, block.dtype)
     c = _centers_raw(xp, centers, wd, scale)
-    ct, cc = xp.matrix_transpose(c), xp.vecdot(c, c)
     c64 = xp.astype(c, xp.float64)
     cmax = xp.sqrt(xp.max(xp.vecdot(c64, c64)))
     eps = _dot_error(xp, wd, d)
     old = None if state is None else state[0]
     have_bounds = state is not None and state[1] is not None and not full
-
     if have_bounds:
-        _, upper, lower, norms = state
-        sh = xp.asarray(shifts, dtype=xp.float64)
-        a = xp.astype(old, xp.int64)
-        upper = upper + xp.take(sh, a)
-        # every other centre may have come closer by at most the largest other shift
-        order = xp.argsort(-sh, stable=True)
-        top1 = order[0]
-        top2 = sh[order[1]] if k > 1 else xp.asarray(0.0, dtype=xp.float64)
-        lower = lower - xp.where(a == top1, top2, sh[top1])
-        hs = xp.take(xp.asarray(half_sep, dtype=xp.float64), a)
-        two_e = 2 * eps * (xp.sqrt(norms) * (1 + 1e-12) + cmax) ** 2
-        sure = ((upper < hs) & (4 * hs * (hs - upper) > two_e)) | (
-            (lower > upper) & (lower * lower - upper * upper > two_e)
-        )
+        upper, lower, norms, sure = _moved_bounds(xp, state, shifts, half_sep, eps, cmax)
         rows = xp.nonzero(~sure)[0]
+        sel = xp.astype(rows, xp.int64)
+        exact_sq = xp.take(norms, sel)  # the same rows as before: their squared norms are kept
     else:
-        rows = None  # all
-        upper = lower = norms = None
-
-    # distances for the rows that need them, in the same tiles as lloyd_step's
-    m = n if rows is None else rows.shape[0]
-    new_lab, first_c, second_c = [], [], []
-    ids = xp.arange(k, dtype=xp.int32)
-    for s, e, x in _Tiles(xp, block, wd, rows):
-        part = _part(xp, x, ct, cc)[: e - s, :]
-        lab = xp.astype(xp.argmin(part, axis=1), xp.int32)
-        first_c.append(xp.min(part, axis=1))
-        if k > 1:
-            second_c.append(xp.min(xp.where(lab[:, None] == ids[None, :], xp.asarray(xp.inf, dtype=wd), part), axis=1))
-        else:
-            second_c.append(xp.full((e - s,), xp.inf, dtype=wd))
-        new_lab.append(lab)
-
-    def _cat(parts, dtype):
-        if not parts:
-            return xp.zeros((0,), dtype=dtype)
-        return parts[0] if len(parts) == 1 else xp.concat(parts)
-
-    lab_c = _cat(new_lab, xp.int32)
-    first, second = (xp.astype(_cat(p, wd), xp.float64) for p in (first_c, second_c))
-    sel = xp.arange(n, dtype=xp.int64) if rows is None else xp.astype(rows, xp.int64)
-    if have_bounds:  # the same rows as before: their squared norms are kept
-        exact_sq = xp.take(norms, sel)
-    else:
+        rows, sure = None, None  # all
+        sel = xp.arange(n, dtype=xp.int64)
         exact_sq = _exact_sq(xp, block)  # exact for integer pixels
+    lab_c, first, second = _nearest_two(xp, block, rows, c, wd)
     nrm = xp.sqrt(exact_sq) * (1 + 1e-12)
     err = eps * (nrm + cmax) ** 2  # bounds |what Lloyd computes - the exact value|
     up_c = xp.sqrt(xp.clip(exact_sq + first + err, min=0.0))
     lo_c = xp.sqrt(xp.clip(exact_sq + second - err, min=0.0))
-    nrm_c = exact_sq
     o = None if old is None else xp.take(old, sel)
     sums, counts, sq = _hamerly_sums(xp, block, sel, lab_c, o if have_bounds else None, exact_sq, k)
     if old is None:
         changed = xp.asarray(n, dtype=xp.int64)
     else:
         changed = xp.sum(xp.astype(o != lab_c, xp.int64))
-
     if rows is None:
-        labels, upper, lower, norms = lab_c, up_c, lo_c, nrm_c
-    elif m:
-        # row i of the block is row pos[i] of the recomputed ones (where it was recomputed)
+        new_state = (lab_c, up_c, lo_c, exact_sq)
+    elif rows.shape[0]:
+        # row i of the block is row pos[i] of the measured ones (where it was measured)
         need = ~sure
         pos = xp.clip(xp.cumulative_sum(xp.astype(need, xp.int64)) - 1, min=0)
-        labels = xp.where(need, xp.take(lab_c, pos), old)
-        upper = xp.where(need, xp.take(up_c, pos), upper)
-        lower = xp.where(need, xp.take(lo_c, pos), lower)
-        norms = xp.where(need, xp.take(nrm_c, pos), norms)
+        new_state = tuple(
+            xp.where(need, xp.take(v, pos), w) for v, w in ((lab_c, old), (up_c, upper), (lo_c, lower), (exact_sq, norms))
+        )
     else:
-        labels = old
-    computed = xp.asarray(m, dtype=xp.int64)
-    return (labels, upper, lower, norms), (sums, counts, sq, changed, computed)
+        new_state = (old, upper, lower, norms)
+    computed = xp.asarray(sel.shape[0], dtype=xp.int64)
+    return new_state, (sums, counts, sq, changed, computed)
+
+
+def _moved_bounds(xp, state, shifts, half_sep, eps, cmax):
+    """Bounds moved by the centres' shifts, and which rows they prove (with the rounding margin)."""
+    old, upper, lower, norms = state
+    k = shifts.shape[0] if hasattr(shifts, "shape") else len(shifts)
+    sh = xp.asarray(shifts, dtype=xp.float64)
+    a = xp.astype(old, xp.int64)
+    upper = upper + xp.take(sh, a)
+    # every other centre may have come closer by at most the largest other shift
+    order = xp.argsort(-sh, stable=True)
+    top1 = order[0]
+    top2 = sh[order[1]] if k > 1 else xp.asarray(0.0, dtype=xp.float64)
+    lower = lower - xp.where(a == top1, top2, sh[top1])
+    hs = xp.take(xp.asarray(half_sep, dtype=xp.float64), a)
+    two_e = 2 * eps * (xp.sqrt(norms) * (1 + 1e-12) + cmax) ** 2
+    sure = ((upper < hs) & (4 * hs * (hs - upper) > two_e)) | ((lower > upper) & (lower * lower - upper * upper > two_e))
+    return upper, lower, norms, sure
+
+
+def _nearest_two(xp, block, rows, c, wd):
+    """Labels and the best and second-best ``||c||^2 - 2 x.c`` (float64) of the selected rows,
+    in the same tiles as :func:`lloyd_step`'s (so the labels are Lloyd's)."""
+    k = c.shape[0]
+    ct, cc = xp.matrix_transpose(c), xp.vecdot(c, c)
+    ids = xp.arange(k, dtype=xp.int32)
+    labs, firsts, seconds = [], [], []
+    for s, e, x in _Tiles(xp, block, wd, rows):
+        part = _part(xp, x, ct, cc)[: e - s, :]
+        lab = xp.astype(xp.argmin(part, axis=1), xp.int32)
+        firsts.append(xp.min(part, axis=1))
+        if k > 1:
+            seconds.append(xp.min(xp.where(lab[:, None] == ids[None, :], xp.asarray(xp.inf, dtype=wd), part), axis=1))
+        else:
+            seconds.append(xp.full((e - s,), xp.inf, dtype=wd))
+        labs.append(lab)
+
+    def cat(parts, dtype):
+        if not parts:
+            return xp.zeros((0,), dtype=dtype)
+        return parts[0] if len(parts) == 1 else xp.concat(parts)
+
+    return cat(labs, xp.int32), xp.astype(cat(firsts, wd), xp.float64), xp.astype(cat(seconds, wd), xp.float64)
 
 
 def _hamerly_sums(xp, block, sel, new, old, exact_sq, k):

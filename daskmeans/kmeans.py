@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 import dask
 import dask.array as da
 import numpy as np
+from sklearn.utils import check_random_state
+from threadpoolctl import threadpool_limits
 from dask import delayed
 
 from . import algorithms, config, kernels
@@ -78,11 +80,6 @@ def one_blas_thread():
     oversubscribes them (small-k products were measured 30x slower that way).
     Distributed workers already start with one BLAS thread.
     """
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # pragma: no cover - threadpoolctl comes with scikit-learn
-        yield
-        return
     with threadpool_limits(limits=1, user_api="blas"):
         yield
 
@@ -122,8 +119,6 @@ def kmeans_plusplus(X, n_clusters: int, random_state, *, n_local_trials=None, sp
 
 
 def _kmeans_plusplus(X, n_clusters, random_state, n_local_trials, split_every):
-    from sklearn.utils import check_random_state
-
     rng = check_random_state(random_state)
     n, d = X.shape
     scale = pixel_scale(X.dtype)
@@ -184,8 +179,6 @@ def _kmeans_plusplus(X, n_clusters, random_state, n_local_trials, split_every):
 
 def init_centers(X: da.Array, n_clusters: int, init, random_state, split_every=8):
     """Initial centres in centres' units: 'k-means++', 'k-means||', 'random' or an array."""
-    from sklearn.utils import check_random_state
-
     from .init_parallel import kmeans_parallel  # it builds on this module, so imported here
 
     d = X.shape[1]
@@ -245,9 +238,7 @@ def _relocate_empty(placement, centers_used, sums, counts, empty, scale, metric)
         counts[old] -= 1
         sums[cluster] = rows[j]
         counts[cluster] = 1
-    logger.warning(
-        "%d empty cluster(s) %s relocated to the farthest point(s) %s", m, empty.tolist(), idx.tolist()
-    )
+    logger.info("%d empty cluster(s) %s relocated to the farthest point(s) %s", m, empty.tolist(), idx.tolist())
 
 
 def lloyd(
@@ -294,61 +285,90 @@ def lloyd(
     scale = pixel_scale(X.dtype)
     wd = X_work(X)
     algorithm = algorithms.resolve(algorithm, X.dtype, metric, backend_name(X))
-    centers = np.asarray(centers, dtype=np.float64)
-    history: list = []
-    start, strict, converged, prev_used = 0, False, False, None
-    if resume is not None:
-        start = int(resume["iteration"])
-        history = list(resume["history"])
-        centers = np.asarray(resume["centers"], dtype=np.float64)
-        prev_used = np.asarray(resume["centers_prev"], dtype=wd)
-        if resume.get("converged"):
-            start, strict, converged = max_iter, bool(resume.get("strict")), True
+    loop = LoopState.begin(centers, resume, max_iter, wd)
     if persist is None:
         persist = _is_persisted(X)
     with Placement(X, persist=persist, split_every=split_every) as placement, \
-            progress_bar(max(max_iter - start, 0), f"k-means ({algorithm})", enabled=progress, unit="iter") as bar:
+            progress_bar(max(max_iter - loop.start, 0), f"k-means ({algorithm})", enabled=progress, unit="iter") as bar:
         algo = algorithms.ALGORITHMS[algorithm](placement, scale=scale, metric=metric)
-        for i in range(start, max_iter):
-            t0 = time.perf_counter()
-            used = centers.astype(wd)
-            step = algo.step(used, prev_used, i + 1)
-            empty = np.flatnonzero(step.counts == 0)
-            if empty.size:
-                _relocate_empty(placement, used, step.sums, step.counts, empty, scale, metric)
-                algo.invalidate()
-            new = centers.copy()
-            nz = step.counts > 0
-            new[nz] = step.sums[nz] / step.counts[nz, None] * scale
-            shift = float(((new - centers) ** 2).sum())
-            prev_used, centers = used, new
-            history.append(_record(i + 1, step, shift, int(empty.size), time.perf_counter() - t0, X.shape[0]))
+        for i in range(loop.start, max_iter):
+            step = _iterate(loop, algo, placement, i, tol, scale, metric, wd, X.shape[0])
             bar.update(1, inertia=f"{step.inertia:.6g}", changed=step.changed)
-            # scikit-learn's order: strict convergence first (labels unchanged), then tol.
-            if i > 0 and step.changed == 0:
-                strict = converged = True
-            elif shift <= tol:
-                converged = True
             if on_iteration is not None:
-                on_iteration({"iteration": i + 1, "centers": centers, "centers_prev": prev_used.astype(np.float64),
-                              "history": history, "converged": converged, "strict": strict})
-            if converged:
+                on_iteration(loop.as_dict())
+            if loop.converged:
                 break
-        if strict and history:
-            inertia = history[-1]["inertia"]  # the same labels; the step's inertia (exact totals for Hamerly)
+        if loop.strict and loop.history:
+            inertia = loop.history[-1]["inertia"]  # the same labels; the step's inertia (exact totals for Hamerly)
         else:
-            shared = {"centers": centers.astype(wd), "scale": scale, "metric": metric}
+            shared = {"centers": loop.centers.astype(wd), "scale": scale, "metric": metric}
             inertia = placement.run(_inertia_group, shared, None)
 
     # the labels of the final centres (the last step's when strictly converged), per chunk
-    labels = predict_labels(X, centers, metric).persist()
-    n_iter = len(history)
-    if converged:
-        logger.info("converged after %d iterations (%s)", n_iter, "strict" if strict else "tol")
+    labels = predict_labels(X, loop.centers, metric).persist()
+    n_iter = len(loop.history)
+    if loop.converged:
+        logger.info("converged after %d iterations (%s)", n_iter, "strict" if loop.strict else "tol")
     else:
         logger.info("stopped after max_iter=%d iterations without converging", n_iter)
-    return LloydResult(centers=centers, labels=labels, inertia=float(inertia), n_iter=n_iter,
-                       converged=converged, strict=strict, history=history)
+    return LloydResult(centers=loop.centers, labels=labels, inertia=float(inertia), n_iter=n_iter,
+                       converged=loop.converged, strict=loop.strict, history=loop.history)
+
+
+@dataclass
+class LoopState:
+    """What the loop carries from one iteration to the next (and a checkpoint saves).
+
+    ``centers``: the current centres (float64, centres' units); ``prev_used``: the
+    centres the last step assigned with (work dtype), from which a group rebuilds
+    lost labels; ``history``: one record per iteration.
+    """
+
+    centers: np.ndarray
+    prev_used: np.ndarray | None = None
+    history: list = field(default_factory=list)
+    start: int = 0
+    converged: bool = False
+    strict: bool = False
+
+    @classmethod
+    def begin(cls, centers, resume, max_iter, wd):
+        if resume is None:
+            return cls(np.asarray(centers, dtype=np.float64))
+        state = cls(np.asarray(resume["centers"], dtype=np.float64), np.asarray(resume["centers_prev"], dtype=wd),
+                    list(resume["history"]), int(resume["iteration"]))
+        if resume.get("converged"):  # nothing left but the final assignment
+            state.start, state.strict, state.converged = max_iter, bool(resume.get("strict")), True
+        return state
+
+    def as_dict(self) -> dict:
+        """The state :func:`lloyd`'s ``on_iteration`` receives (and ``resume`` takes back)."""
+        return {"iteration": len(self.history), "centers": self.centers,
+                "centers_prev": self.prev_used.astype(np.float64), "history": self.history,
+                "converged": self.converged, "strict": self.strict}
+
+
+def _iterate(loop, algo, placement, i, tol, scale, metric, wd, n):
+    """Step, relocate, update, record, converge: iteration ``i + 1``."""
+    t0 = time.perf_counter()
+    used = loop.centers.astype(wd)
+    step = algo.step(used, loop.prev_used, i + 1)
+    empty = np.flatnonzero(step.counts == 0)
+    if empty.size:
+        _relocate_empty(placement, used, step.sums, step.counts, empty, scale, metric)
+        algo.invalidate()
+    new = loop.centers.copy()
+    nz = step.counts > 0
+    new[nz] = step.sums[nz] / step.counts[nz, None] * scale
+    shift = float(((new - loop.centers) ** 2).sum())
+    loop.prev_used, loop.centers = used, new
+    loop.history.append(_record(i + 1, step, shift, int(empty.size), time.perf_counter() - t0, n))
+    # scikit-learn's order: strict convergence first (labels unchanged), then tol.
+    if i > 0 and step.changed == 0:
+        loop.strict = loop.converged = True
+    elif shift <= tol:
+        loop.converged = True
+    return step
 
 
 def _record(iteration, step, shift, empty, seconds, n):

@@ -79,6 +79,15 @@ def run_group(token, gid, func, sources, offsets, iteration, shared):
     return host(partial)
 
 
+#: Up to this many bytes of centres (times the groups) travel inside the task messages.
+INLINE_BYTES = 8 * 2**20
+
+
+def _nbytes(obj) -> int:
+    """Bytes of the arrays in a dict of shared arguments."""
+    return sum(getattr(v, "nbytes", 64) for v in obj.values()) if isinstance(obj, dict) else 64
+
+
 def _identity(x):
     return x
 
@@ -216,11 +225,15 @@ class Placement:
 
     def _run_distributed(self, func, shared, iteration, reduce):
         client = self.client
-        # The centres travel once, as a task that holds them: workers fetch them from
-        # each other, and a lost copy is recomputed from the task (scattered data
-        # would have no lineage, and a broadcast fails when a worker dies mid-way).
         tag = f"{self.token[:8]}-{iteration}-{uuid.uuid4().hex[:6]}"
-        shared_f = client.submit(_identity, shared, pure=False, key=f"daskmeans-shared-{tag}")
+        if len(self.groups) * _nbytes(shared) <= INLINE_BYTES:
+            # few groups: the centres ride in each task's message (no extra stage)
+            shared_f = shared
+        else:
+            # The centres travel once, as a task that holds them: workers fetch them
+            # from each other, and a lost copy is recomputed from the task (scattered
+            # data would have no lineage; a broadcast fails when a worker dies mid-way).
+            shared_f = client.submit(_identity, shared, pure=False, key=f"daskmeans-shared-{tag}")
         futs = [
             client.submit(
                 run_group, self.token, g.gid, func, g.sources, g.offsets, iteration, shared_f,
@@ -232,14 +245,14 @@ class Placement:
         split = max(2, int(self.split_every))
         level = 0
         keep = [shared_f, *futs]  # held until the root is computed: every level's inputs stay wanted
-        while len(futs) > 1:
+        while len(futs) > split:  # a tree on the workers down to at most split_every partials
             futs = [
                 client.submit(reduce, *futs[i : i + split], pure=False, key=f"daskmeans-sum-{tag}-{level}-{i}")
                 for i in range(0, len(futs), split)
             ]
             keep.extend(futs)
             level += 1
-        result = futs[0].result()
+        result = reduce(*client.gather(futs))  # the root of the tree, here
         del keep
         return result
 

@@ -20,6 +20,7 @@ URLs take fsspec options from config ``daskmeans.storage-options``.
 from __future__ import annotations
 
 import os
+import shutil
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -27,10 +28,22 @@ import dask.array as da
 import numpy as np
 
 from .. import config
+from ..atomic import atomic_path
 from ..errors import DataError, InputError
 from .fetch import resolve_source
 from .sources import CIFAR10_CLASSES
-from .store import check_store, ingest_source, ingest_to, is_store, is_url, local_path, open_split, read_attrs
+from .store import (
+    check_store,
+    fingerprint,
+    ingest_source,
+    ingest_to,
+    is_store,
+    is_url,
+    local_path,
+    open_split,
+    read_attrs,
+    store_path,
+)
 
 __all__ = ["CIFAR10_CLASSES", "Dataset", "ingest", "load_cifar10", "resolve_source"]
 
@@ -221,8 +234,6 @@ def ingest(data, cache_dir=None, progress: bool = True, to: str | None = None) -
             return ingest_to(source, target, cache, progress=progress)
         return _ingest_to_folder(source, path, cache, progress)
     if remote is not None:
-        from .store import fingerprint, store_path
-
         fp = fingerprint(source, cache)
         return ingest_to(source, f"{remote}/stores/{store_path(source, cache, fp).name}", cache, progress, fp)
     return ingest_source(source, cache, progress=progress)
@@ -230,10 +241,6 @@ def ingest(data, cache_dir=None, progress: bool = True, to: str | None = None) -
 
 def _ingest_to_folder(source, folder: Path, cache: Path, progress: bool) -> Path:
     """Ingest into the cache, then copy the store to ``folder`` (atomically, never over other files)."""
-    import shutil
-
-    from ..atomic import atomic_path
-
     store = ingest_source(source, cache, progress=progress)
     attrs = read_attrs(folder)
     if attrs is not None and attrs.get("fingerprint") == read_attrs(store).get("fingerprint"):

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 import numpy as np
+from PIL import Image, UnidentifiedImageError
 
 from ..errors import DataError
 from .fetch import HINT, Progress
@@ -282,8 +283,6 @@ def _layout(rel_paths: list[str], where: str) -> tuple[tuple[str, ...], dict[str
 
 def _decode_one(data: bytes, name: str) -> tuple[np.ndarray, str]:
     """``(32x32x3 uint8 pixels, the file's Pillow mode)``; non-RGB modes are converted to RGB."""
-    from PIL import Image, UnidentifiedImageError
-
     try:
         with Image.open(io.BytesIO(data)) as im:
             if im.size != (32, 32):

@@ -34,6 +34,7 @@ import urllib.parse
 from pathlib import Path
 
 import dask.array as da
+import fsspec
 import numpy as np
 import zarr
 from dask.base import tokenize
@@ -103,7 +104,6 @@ def storage_options() -> dict:
 
 def _url_fs(url: str):
     """``(filesystem, path)`` for a URL, with :func:`storage_options`."""
-    import fsspec
 
     try:
         return fsspec.core.url_to_fs(url, **storage_options())
