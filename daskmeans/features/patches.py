@@ -30,7 +30,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from ..errors import InputError
 from ..estimator import KMeans
-from .base import Featurizer, as_images, pixel_units
+from .base import IMAGE_SHAPE, Featurizer, as_images, pixel_units
 
 logger = logging.getLogger("daskmeans")
 
@@ -175,9 +175,9 @@ class PatchFeaturizer(Featurizer):
 
     def encode(self, X, standardise: bool = True) -> da.Array:
         """``(n, 4K)`` float32 features of the images ``X``, chunk by chunk."""
-        X = as_images(X)
+        shape = tuple(self.options.get("image_shape") or IMAGE_SHAPE)
+        X = as_images(X, shape)
         size, stride = self.options["size"], self.options["stride"]
-        shape = tuple(self.options.get("image_shape") or X.shape[1:])
         if tuple(X.shape[1:]) != shape:
             raise InputError(f"images of shape {tuple(X.shape[1:])}, the dictionary was learned on {shape}; "
                              f"pass images like the training ones")

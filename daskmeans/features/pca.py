@@ -113,20 +113,32 @@ def fit_pca(X, dim: int = 100, *, whiten: bool = True, eps: float = 0.0, split_e
     scale = pixel_units(X.dtype)
     work = _work(X.dtype)
     mean = (X.astype(np.float64).sum(axis=0, split_every=split_every) * scale / n).compute()
-    grams = X.map_blocks(_gram_block, mean=mean, scale=scale, work=work, dtype=np.float64,
-                         chunks=((1,) * X.numblocks[0], (d,), (d,)), new_axis=2)
-    cov = grams.sum(axis=0, split_every=split_every).compute() / (n - 1)
-    evals, evecs = np.linalg.eigh(cov)
-    order = np.argsort(evals)[::-1][:dim]
-    ev = np.maximum(evals[order], 0.0)
-    comps = evecs[:, order].T
+    if n <= d:
+        # fewer rows than features: the (n, d) rows are no larger than the covariance, and the
+        # (n, n) Gram matrix of the rows has the same non-zero spectrum (axes = Xc^T u / sqrt(lambda))
+        Xc = np.asarray(X.compute(), dtype=np.float64) * scale - mean
+        lam, U = np.linalg.eigh(Xc @ Xc.T)
+        order = np.argsort(lam)[::-1][:dim]
+        lam = np.maximum(lam[order], 0.0)
+        comps = (Xc.T @ U[:, order] / np.sqrt(np.where(lam > 0, lam, 1.0))).T
+        ev = lam / (n - 1)
+        total = float((Xc * Xc).sum() / (n - 1))
+    else:
+        grams = X.map_blocks(_gram_block, mean=mean, scale=scale, work=work, dtype=np.float64,
+                             chunks=((1,) * X.numblocks[0], (d,), (d,)), new_axis=2)
+        cov = grams.sum(axis=0, split_every=split_every).compute() / (n - 1)
+        evals, evecs = np.linalg.eigh(cov)
+        order = np.argsort(evals)[::-1][:dim]
+        ev, comps = evals[order], evecs[:, order].T
+        total = float(np.trace(cov))
+    ev = np.maximum(ev, 0.0)
+    comps = np.array(comps)
     # deterministic signs: the largest-magnitude entry of each axis is positive
     signs = np.sign(comps[np.arange(dim), np.argmax(np.abs(comps), axis=1)])
     comps *= np.where(signs == 0, 1.0, signs)[:, None]
     if whiten and eps == 0 and ev[-1] <= 1e-12 * max(ev[0], 1e-300):
         raise InputError(f"pca dim={dim}: component {int(np.argmin(ev))} has (near) zero variance, whitening would "
                          f"divide by zero; pass a smaller --pca-dim")
-    total = float(np.trace(cov))
     info = {"fit_seconds": time.perf_counter() - t0, "n_fit": int(n),
             "explained_variance_ratio": float(ev.sum() / total) if total > 0 else None}
     return PCAFeaturizer({"dim": int(dim), "whiten": bool(whiten), "eps": float(eps)},

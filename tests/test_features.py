@@ -1,0 +1,249 @@
+"""daskmeans.features against direct NumPy computations (issue 11: features that cluster better than pixels)."""
+
+from __future__ import annotations
+
+import json
+import pickle
+
+import dask
+import dask.array as da
+import numpy as np
+import pytest
+
+from daskmeans import features
+from daskmeans.cli import main
+from daskmeans.errors import InputError
+from daskmeans.features.patches import (
+    PatchFeaturizer,
+    fit_zca,
+    normalise,
+    patch_rows,
+    quadrant_pool,
+    sample_patches,
+    triangle,
+)
+
+
+@pytest.fixture(autouse=True)
+def _threads():
+    with dask.config.set(scheduler="threads"):
+        yield
+
+
+def _images(n=40, seed=0, hw=12):
+    return np.random.default_rng(seed).integers(0, 256, size=(n, hw, hw, 3), dtype=np.uint8)
+
+
+# -- PCA ----------------------------------------------------------------------------------------
+
+
+def _correlated(n=300, d=20, seed=0):
+    rng = np.random.default_rng(seed)
+    A = rng.standard_normal((d, d)) * np.linspace(3, 0.1, d)
+    return rng.standard_normal((n, d)) @ A + 5.0
+
+
+@pytest.mark.parametrize("n", [300, 15])  # the covariance route (n > d) and the rows' SVD (n <= d)
+def test_pca_matches_numpy_svd(n):
+    X = _correlated(n=n)
+    f = features.fit_pca(da.from_array(X, chunks=(70, -1)), dim=6, whiten=False)
+    Xc = X - X.mean(axis=0)
+    _, s, Vt = np.linalg.svd(Xc, full_matrices=False)
+    np.testing.assert_allclose(f.mean_, X.mean(axis=0), rtol=1e-12)
+    np.testing.assert_allclose(f.explained_variance_, s[:6] ** 2 / (len(X) - 1), rtol=1e-10)
+    # components up to sign
+    dots = np.abs(np.sum(f.components_ * Vt[:6], axis=1))
+    np.testing.assert_allclose(dots, 1.0, atol=1e-10)
+    # projection: the same as NumPy's, up to the same signs
+    signs = np.sign(np.sum(f.components_ * Vt[:6], axis=1))
+    Z = f.transform(da.from_array(X, chunks=(70, -1))).compute()
+    assert Z.dtype == np.float32 and Z.shape == (n, 6)
+    np.testing.assert_allclose(Z, (Xc @ Vt[:6].T) * signs, rtol=1e-4, atol=1e-4)
+    assert f.info["explained_variance_ratio"] == pytest.approx((s[:6] ** 2).sum() / (s ** 2).sum())
+
+
+def test_pca_whitened_output_has_identity_covariance():
+    X = _correlated(seed=1)
+    f = features.fit_pca(X, dim=8)
+    Z = f.transform(X).compute().astype(np.float64)
+    np.testing.assert_allclose(Z.mean(axis=0), 0, atol=1e-5)
+    np.testing.assert_allclose(np.cov(Z, rowvar=False), np.eye(8), atol=1e-4)
+
+
+def test_pca_of_uint8_pixels_is_in_unit_scale_and_chunking_invariant():
+    imgs = _images(60, hw=6)  # 108 pixels
+    flat = imgs.reshape(60, -1)
+    ref = features.fit_pca(flat.astype(np.float64) / 255, dim=5)
+    outs = []
+    for chunks in (60, 7, 25):
+        f = features.fit_pca(da.from_array(imgs, chunks=(chunks, -1, -1, -1)), dim=5)
+        np.testing.assert_allclose(f.explained_variance_, ref.explained_variance_, rtol=1e-5)
+        outs.append(f.transform(da.from_array(flat, chunks=(chunks, -1))).compute())
+    for o in outs[1:]:
+        np.testing.assert_allclose(o, outs[0], rtol=1e-5, atol=1e-5)
+
+
+def test_pca_dim_too_large_is_one_clear_error():
+    with pytest.raises(InputError, match="--pca-dim"):
+        features.fit_pca(_correlated(n=10, d=4), dim=20)
+
+
+# -- patches: each step against a direct computation ------------------------------------------------
+
+
+def test_normalise_and_zca_against_direct_formulas():
+    rng = np.random.default_rng(0)
+    P = rng.uniform(0, 255, size=(500, 27))
+    N = normalise(P)
+    direct = (P - P.mean(1, keepdims=True)) / np.sqrt(P.var(1, ddof=1, keepdims=True) + 10)
+    np.testing.assert_allclose(N, direct, rtol=1e-4, atol=1e-4)
+    mean, W = fit_zca(N)
+    C = np.cov(N.astype(np.float64), rowvar=False)
+    D, V = np.linalg.eigh(C)
+    np.testing.assert_allclose(W, V @ np.diag(1 / np.sqrt(D + 0.1)) @ V.T, atol=1e-8)
+    np.testing.assert_allclose(W, W.T, atol=1e-12)  # ZCA: symmetric
+    Z = (N - mean) @ W
+    Cz = np.cov(Z, rowvar=False)  # whitened: covariance D / (D + eps) in the eigenbasis
+    np.testing.assert_allclose(V.T @ Cz @ V, np.diag(D / (D + 0.1)), atol=1e-6)
+
+
+def test_patch_rows_and_triangle_and_pooling_on_a_tiny_image():
+    rng = np.random.default_rng(1)
+    img = rng.uniform(0, 1, size=(2, 7, 7, 3)).astype(np.float32)
+    rows, R, C = patch_rows(img, 3, 2)
+    assert (R, C) == (3, 3)
+    centers = rng.standard_normal((4, 27)).astype(np.float32)
+    # a direct loop over images, positions and centres
+    expect = np.zeros((2, 16))
+    for b in range(2):
+        acts = np.zeros((R, C, 4))
+        for i in range(R):
+            for j in range(C):
+                x = img[b, 2 * i:2 * i + 3, 2 * j:2 * j + 3, :].reshape(-1)
+                np.testing.assert_array_equal(rows[b * 9 + i * 3 + j], x)
+                z = np.sqrt(((x[None, :].astype(np.float64) - centers) ** 2).sum(1))
+                acts[i, j] = np.maximum(z.mean() - z, 0)
+        # quadrants of a 3 x 3 grid: first half = rows/cols 0..1 (MATLAB's round(3/2) = 2)
+        expect[b] = np.concatenate([acts[:2, :2].sum((0, 1)), acts[:2, 2:].sum((0, 1)),
+                                    acts[2:, :2].sum((0, 1)), acts[2:, 2:].sum((0, 1))])
+    f = triangle(rows, centers)
+    got = quadrant_pool(f.reshape(2, R * C, 4), R, C)
+    np.testing.assert_allclose(got, expect, rtol=1e-4, atol=1e-4)
+
+
+def test_patch_featurizer_transform_equals_the_steps_by_hand():
+    imgs = _images(10, hw=10)
+    rng = np.random.default_rng(2)
+    zm, zw = rng.standard_normal(48), np.eye(48) + 0.01 * rng.standard_normal((48, 48))
+    centers = rng.standard_normal((5, 48)).astype(np.float32)
+    fm, fs = rng.standard_normal(20).astype(np.float32), rng.uniform(0.5, 2, 20).astype(np.float32)
+    f = PatchFeaturizer({"size": 4, "stride": 3, "n_centers": 5, "image_shape": [10, 10, 3]},
+                        {"zca_mean": zm, "zca_w": zw, "centers": centers, "feat_mean": fm, "feat_scale": fs})
+    got = f.transform(da.from_array(imgs, chunks=(3, -1, -1, -1))).compute()
+    rows, R, C = patch_rows(imgs.astype(np.float64), 4, 3)
+    x = (rows - rows.mean(1, keepdims=True)) / np.sqrt(rows.var(1, ddof=1, keepdims=True) + 10)
+    x = (x - zm) @ zw
+    z = np.sqrt(((x[:, None, :] - centers[None].astype(np.float64)) ** 2).sum(-1))
+    a = np.maximum(z.mean(1, keepdims=True) - z, 0).reshape(10, R, C, 5)
+    h = (R + 1) // 2
+    pooled = np.concatenate([a[:, :h, :h].sum((1, 2)), a[:, :h, h:].sum((1, 2)), a[:, h:, :h].sum((1, 2)),
+                             a[:, h:, h:].sum((1, 2))], axis=1)
+    assert got.dtype == np.float32 and got.shape == (10, 20)
+    np.testing.assert_allclose(got, (pooled - fm) * fs, rtol=1e-3, atol=1e-3)
+
+
+def test_sampled_patches_do_not_depend_on_chunking():
+    imgs = _images(30, hw=8)
+    a = sample_patches(da.from_array(imgs, chunks=(30, -1, -1, -1)), 200, 3, seed=5)
+    b = sample_patches(da.from_array(imgs, chunks=(4, -1, -1, -1)), 200, 3, seed=5)
+    np.testing.assert_array_equal(a, b)
+    rng = np.random.default_rng(5)
+    i, r, c = rng.integers(0, 30, 200), rng.integers(0, 6, 200), rng.integers(0, 6, 200)
+    np.testing.assert_array_equal(a[17], imgs[i[17], r[17]:r[17] + 3, c[17]:c[17] + 3].reshape(-1))
+
+
+@pytest.fixture(scope="module")
+def small_patch_fit():
+    imgs = _images(48, seed=3, hw=12)
+    with dask.config.set(scheduler="threads"):
+        return imgs, features.fit("patches", da.from_array(imgs, chunks=(16, -1, -1, -1)), size=4, stride=2,
+                                  n_centers=6, n_patches=600, seed=0, max_iter=10)
+
+
+def test_patch_features_are_standardised_and_chunking_invariant(small_patch_fit):
+    imgs, f = small_patch_fit
+    assert f.n_features == 24
+    outs = [f.transform(da.from_array(imgs, chunks=(c, -1, -1, -1))).compute() for c in (48, 5, 16)]
+    for o in outs[1:]:
+        np.testing.assert_allclose(o, outs[0], rtol=1e-5, atol=1e-5)
+    raw = f.encode(imgs, standardise=False).compute().astype(np.float64)
+    expect = (raw - raw.mean(0)) / np.sqrt(raw.var(0) + 0.01)  # Coates et al.'s standardisation
+    np.testing.assert_allclose(outs[0], expect, rtol=1e-4, atol=1e-4)
+    # flat rows (HWC order) of the same images give the same features
+    np.testing.assert_allclose(f.transform(imgs.reshape(48, -1)).compute(), outs[0], atol=1e-5)
+
+
+def test_featurizers_pickle_and_save(tmp_path, small_patch_fit):
+    imgs, fp = small_patch_fit
+    fpca = features.fit_pca(imgs.reshape(48, -1), dim=4)
+    for f in (fp, fpca, features.Featurizer()):
+        g = pickle.loads(pickle.dumps(f))
+        assert g == f
+        f.save(tmp_path / "f.npz")
+        h = features.load(tmp_path / "f.npz")
+        assert h == f and h.describe()["kind"] == f.kind
+        if f.kind != "raw":
+            np.testing.assert_array_equal(h.transform(imgs).compute(), f.transform(imgs).compute())
+
+
+def test_bad_feature_kind_and_options():
+    with pytest.raises(InputError, match="not one of raw, pca, patches"):
+        features.fit("sift", _images())
+    with pytest.raises(InputError, match="no option"):
+        features.fit("pca", _images(), n_centers=4)
+
+
+# -- the command line -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("argv, msg", [
+    (["--features", "pca", "--init", "c.npy"], "--init c.npy holds pixel centres"),
+    (["--features", "patches", "--algorithm", "hamerly"], "hamerly needs raw uint8 pixels"),
+    (["--features", "patches", "--compare", "sklearn"], "leave out --compare"),
+    (["--features", "patches", "--dictionary-size", "50", "--patch-samples", "10"], "--patch-samples 50 or more"),
+    (["--features", "pca", "--pca-dim", "0"], "--pca-dim 0: the number of components must be between 1"),
+])
+def test_cli_refuses_what_features_cannot_do(argv, msg, tmp_path, capsys):
+    assert main(["run", "--out", str(tmp_path / "o"), *argv]) == 2
+    err = capsys.readouterr().err
+    assert msg in err and err.count("\n") == 1
+    assert not (tmp_path / "o").exists()
+
+
+def test_cli_features_pca_end_to_end_and_predict(cifar_store, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["run", "--data", str(cifar_store), "--subset", "300", "--features", "pca", "--pca-dim", "12",
+                 "-k", "4", "--eval-split", "test", "--out", str(out), "-q", "--json"]) == 0
+    capsys.readouterr()
+    rep = json.loads((out / "report.json").read_text())
+    assert rep["features"]["kind"] == "pca" and rep["n_features"] == 12 and rep["settings"]["pca_dim"] == 12
+    assert rep["settings"]["features"] == "pca" and rep["algorithm"] == "lloyd"
+    assert np.load(out / "centroids.npy").shape == (4, 12)
+    means = np.load(out / "cluster-means.npy")
+    assert means.shape == (4, 3072) and 0 <= means.min() and means.max() <= 1
+    assert (out / "featurizer.npz").is_file() and (out / "centroids.png").is_file()
+    # the labels are the nearest saved centres to the saved featurizer's transform
+    from daskmeans import load_cifar10
+
+    ds = load_cifar10(str(cifar_store), split="train").subset(300, 0)
+    f = features.load(out / "featurizer.npz")
+    assert features.fit("pca", ds.images, dim=12) == f  # refitted here: the same featurizer
+    Z = f.transform(ds.images).compute().astype(np.float64)
+    C = np.load(out / "centroids.npy").astype(np.float64)
+    np.testing.assert_array_equal(np.argmin(((Z[:, None, :] - C[None]) ** 2).sum(-1), axis=1),
+                                  np.load(out / "labels.npy"))
+    # predict applies the training featurizer: the same test labels and scores as --eval-split
+    assert main(["predict", str(out), "--split", "test", "--out", str(tmp_path / "pred"), "-q", "--json"]) == 0
+    pred = json.loads(capsys.readouterr().out)
+    np.testing.assert_array_equal(np.load(tmp_path / "pred" / "labels.npy"), np.load(out / "labels-test.npy"))
+    assert pred["metrics"]["purity"] == pytest.approx(rep["eval"]["metrics"]["purity"])
