@@ -30,6 +30,7 @@ do not depend on their order, so the centres are bit-identical too.
 from __future__ import annotations
 
 import math
+import threading
 
 import numpy as np
 
@@ -126,8 +127,7 @@ class _Tiles:
         self.xp, self.block, self.wd, self.rows = xp, block, wd, rows
         self.n = block.shape[0] if rows is None else rows.shape[0]
         self.copyto = getattr(xp, "copyto", None)
-        d = block.shape[1]
-        self.buf = xp.zeros((TILE, d), dtype=wd) if self.copyto is not None and self.n else None
+        self.buf = _tile_buffer(xp, block.shape[1], wd) if self.copyto is not None and self.n else None
 
     def __iter__(self):
         xp = self.xp
@@ -142,6 +142,27 @@ class _Tiles:
                 if e - s < TILE:
                     x = xp.concat([x, xp.zeros((TILE - (e - s), x.shape[1]), dtype=self.wd)], axis=0)
                 yield s, e, x
+
+
+_BUFFERS = threading.local()
+
+
+def _tile_buffer(xp, d, wd):
+    """One (TILE, d) work buffer per thread, namespace and dtype, reused across calls.
+
+    A fresh buffer per call is a fresh ``mmap`` on dask workers (distributed's
+    ``MALLOC_TRIM_THRESHOLD_`` also fixes glibc's mmap threshold): page faults
+    that cost more than filling it. Its rows beyond a tile's own are stale rows
+    of earlier tiles: finite values, computed and ignored.
+    """
+    cache = getattr(_BUFFERS, "cache", None)
+    if cache is None:
+        cache = _BUFFERS.cache = {}
+    key = (getattr(xp, "__name__", str(xp)), d, str(wd))
+    buf = cache.get(key)
+    if buf is None:
+        buf = cache[key] = xp.zeros((TILE, d), dtype=wd)
+    return buf
 
 
 def _part(xp, x, ct, cc):

@@ -31,6 +31,7 @@ from .graph import blocks as _blocks
 from .graph import host as _host
 from .graph import offsets as _offsets
 from .graph import tree_reduce as _tree
+from .algorithms.base import global_rows, merged
 from .placement import Placement
 from .progress import bar as progress_bar
 
@@ -210,14 +211,20 @@ class LloydResult:
 
 def _farthest_group(states, blocks, offsets, shared):
     m = shared["m"]
-    parts = [kernels.farthest(b, shared["centers"], off, m, scale=shared["scale"], metric=shared["metric"])
-             for b, off in zip(blocks, offsets)]
+    group = merged(blocks)
+    if len(group) == len(blocks):
+        parts = [kernels.farthest(b, shared["centers"], off, m, scale=shared["scale"], metric=shared["metric"])
+                 for b, off in zip(blocks, offsets)]
+    else:  # one merged block: local row i is global row rows[i] (in increasing order: ties keep it)
+        dist, idx, rows, labs = kernels.farthest(group[0], shared["centers"], 0, m, scale=shared["scale"],
+                                                 metric=shared["metric"])
+        parts = [(dist, global_rows(blocks, offsets)[to_numpy(idx)], rows, labs)]
     return states, kernels.merge_farthest(m, *parts)
 
 
 def _inertia_group(states, blocks, offsets, shared):
     total = 0.0
-    for b in blocks:
+    for b in merged(blocks):
         total += float(kernels.assign_step(b, shared["centers"], scale=shared["scale"], metric=shared["metric"])[1])
     return states, total
 

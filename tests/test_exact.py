@@ -81,9 +81,14 @@ def reference():
     return X, C, _fit(X, C, (len(X),), "lloyd")
 
 
+@pytest.mark.parametrize("merge", [True, False], ids=["small chunks merged", "every chunk alone"])
 @pytest.mark.parametrize("algorithm", ["lloyd", "hamerly"])
 @pytest.mark.parametrize("name", ["1-row chunks", "odd sizes", "with empty"])
-def test_fit_is_independent_of_chunking_and_algorithm(reference, name, algorithm):
+def test_fit_is_independent_of_chunking_and_algorithm(reference, name, algorithm, merge, monkeypatch):
+    import daskmeans.algorithms.base as base
+
+    if not merge:  # each chunk through the kernel on its own, however small
+        monkeypatch.setattr(base, "MERGE_BELOW", 0)
     X, C, ref = reference
     with dask.config.set(num_workers=3):
         got = _fit(X, C, _chunkings(len(X))[name], algorithm)

@@ -6,6 +6,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .. import kernels
+from ..backend import namespace
+
 
 @dataclass
 class StepResult:
@@ -23,3 +26,28 @@ class StepResult:
     inertia: float
     changed: int
     computed: int | None = None
+
+
+#: A group whose chunks average fewer rows than this is measured as one block.
+MERGE_BELOW = 4 * kernels.TILE
+
+
+def merged(blocks: list) -> list:
+    """A group's chunks as the kernel should see them: small chunks concatenated.
+
+    Each chunk costs a call and a partly padded tile; a group of many small
+    chunks (1,000 chunks of 50 rows) would spend most of its time there. Rows
+    keep their order, and a row's label does not depend on its block (see
+    :mod:`daskmeans.kernels`), so this changes the time, never a result. The
+    decision depends only on the chunk sizes, so a group's state keeps one
+    layout from iteration to iteration.
+    """
+    if len(blocks) <= 1 or sum(b.shape[0] for b in blocks) >= MERGE_BELOW * len(blocks):
+        return blocks
+    xp = namespace(blocks[0])
+    return [xp.concat(list(blocks), axis=0)]  # rows of 2-D chunks (dask arrays of rows)
+
+
+def global_rows(blocks: list, offsets: list):
+    """Global index of every row of ``merged(blocks)``'s single block (int64)."""
+    return np.concatenate([np.arange(o, o + b.shape[0], dtype=np.int64) for b, o in zip(blocks, offsets)])

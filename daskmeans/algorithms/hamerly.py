@@ -17,7 +17,7 @@ from typing import NamedTuple
 import numpy as np
 
 from .. import kernels
-from .base import StepResult
+from .base import StepResult, merged
 
 
 class HamerlyState(NamedTuple):
@@ -41,7 +41,7 @@ def hamerly_group(states, blocks, offsets, shared):
     c, prev, scale, full = shared["centers"], shared["prev"], shared["scale"], shared["full"]
     k = len(c)
     new, total = [], None
-    for i, block in enumerate(blocks):
+    for i, block in enumerate(merged(blocks)):
         st = states[i] if states is not None else None
         if st is None and prev is not None and full:
             st = HamerlyState(_rebuilt(block, prev, scale, k)[0])

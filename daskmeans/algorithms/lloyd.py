@@ -5,14 +5,14 @@ from __future__ import annotations
 import numpy as np
 
 from .. import kernels
-from .base import StepResult
+from .base import StepResult, merged
 
 
 def lloyd_group(states, blocks, offsets, shared):
     """Per group: each chunk's labels are its state (to count changed rows)."""
     c, prev, scale, metric = shared["centers"], shared["prev"], shared["scale"], shared["metric"]
     new, total = [], None
-    for i, block in enumerate(blocks):
+    for i, block in enumerate(merged(blocks)):
         old = states[i] if states is not None else None
         if old is None and prev is not None:  # lost or resumed: the labels prev gave
             old = kernels.assign(block, prev, scale, metric)[0]
