@@ -10,15 +10,17 @@ converts them to the centres' units (1/255 for pixels, so centres live in
 [0, 1]). Distances and inertia are returned in the centres' units.
 
 Exact labels: every distance product has the same shape, (:data:`TILE`, d) by
-(d, k). A block's rows go through it :data:`TILE` at a time, the last tile
-padded (padding rows are computed and ignored), and rows that Hamerly's bounds
-send back for measuring are gathered into the same tiles. A row's distances
-therefore never depend on how many rows share its block, its position or the
-block's size: the same BLAS call computes them, whose per-element reduction over
-the d features does not depend on the row (the shape-dependent choices BLAS
-makes, such as a matrix-vector path for one row, are fixed by the fixed shape).
-Labels are bit-identical across chunkings, schedulers, worker counts and
-between Lloyd and Hamerly; the tests check it with constructed near-ties.
+(d, k), and every row has a fixed place in it: row ``g`` (its global index in the
+data) sits at position ``g % TILE`` of its tile, whichever block it came in and
+whichever other rows are measured with it (rows sharing a place go to successive
+tiles; the rest of a tile is padding, computed and ignored). BLAS chooses its
+kernel by shape (one row alone would take a matrix-vector path with another
+summation order) and rounds some rows differently by their place in the product
+(measured: 44 of 2,560 products of a 256 x 3,072 x 10 sgemm changed in their last
+bit when the rows moved by 7 places); both are now fixed, and a product's element
+never depends on the other rows' values. Labels are therefore bit-identical
+across chunkings, schedulers, worker counts and between Lloyd and Hamerly (one
+BLAS thread, as the kernels run); the tests check it with constructed near-ties.
 
 Exact sums: small-integer rows (uint8 pixels) are summed per cluster in int64 on
 NumPy blocks (:mod:`daskmeans.cpu_kernels`); elsewhere with a float32 one-hot
@@ -35,7 +37,7 @@ import threading
 import numpy as np
 
 from . import cpu_kernels
-from .backend import namespace
+from .backend import namespace, to_numpy
 
 #: Most rows whose uint8 values a float32 sum holds exactly (255 * 65,536 < 2**24).
 MAX_EXACT_ROWS = 65536
@@ -115,33 +117,81 @@ def _numba_sums(xp, block) -> bool:
     return cpu_kernels.AVAILABLE and isinstance(block, np.ndarray) and _is_small_int(xp, block.dtype)
 
 
-class _Tiles:
-    """Rows of a block (or a gathered subset) in fixed-shape tiles of :data:`TILE` rows.
+def positions(n: int, offset=0) -> np.ndarray:
+    """Tile position of each of ``n`` rows: its global row index modulo :data:`TILE`.
 
-    Iterating yields ``(s, e, x)``: rows ``s:e`` of the selection and a
-    ``(TILE, d)`` work-dtype array whose first ``e - s`` rows are them; the
-    rest is padding (stale or zero rows, computed and ignored).
+    ``offset``: the global index of the first row (an int), or every row's global
+    index (an int array of length ``n``, for rows gathered from several chunks).
+    """
+    if isinstance(offset, (int, np.integer)):
+        return (np.arange(n, dtype=np.int64) + int(offset)) % TILE
+    return np.asarray(offset, dtype=np.int64) % TILE
+
+
+class _Tiles:
+    """Rows of a block (or a selection of them) in fixed-shape tiles, each row at a fixed place.
+
+    Every tile is a ``(TILE, d)`` work-dtype array, and a row always sits at
+    position ``global index % TILE`` of its tile (``pos``), whatever block it came
+    in and whichever other rows are selected: BLAS computes a row's products
+    with arithmetic that depends on the product's shape and on the row's place in
+    it, and both are fixed. Rows sharing a position go to successive tiles.
+    Iterating yields ``(ids, p, x)``: indices into the selection, their
+    positions in the tile ``x`` (host int arrays); other rows of ``x`` are
+    padding (finite, computed and ignored).
     """
 
-    def __init__(self, xp, block, wd, rows=None):
-        self.xp, self.block, self.wd, self.rows = xp, block, wd, rows
-        self.n = block.shape[0] if rows is None else rows.shape[0]
+    def __init__(self, xp, block, wd, rows=None, pos=None):
+        self.xp, self.block, self.wd = xp, block, wd
+        self.rows = None if rows is None else np.asarray(to_numpy(rows), dtype=np.int64)
+        n_all = block.shape[0]
+        pos = positions(n_all) if pos is None else pos
+        self.sel_pos = pos if self.rows is None else pos[self.rows]
+        self.n = self.sel_pos.shape[0]
         self.copyto = getattr(xp, "copyto", None)
         self.buf = _tile_buffer(xp, block.shape[1], wd) if self.copyto is not None and self.n else None
 
+    def _plan(self):
+        """Selection indices of each tile: the r-th row at a position goes to tile r."""
+        p = self.sel_pos
+        order = np.argsort(p, kind="stable")
+        ps = p[order]
+        rank = np.arange(ps.shape[0]) - np.searchsorted(ps, ps, side="left")
+        rounds = np.empty_like(rank)
+        rounds[order] = rank
+        by_round = np.argsort(rounds, kind="stable")
+        cuts = np.searchsorted(rounds[by_round], np.arange(1, rounds.max() + 1)) if self.n else []
+        return np.split(by_round, cuts) if self.n else []
+
     def __iter__(self):
         xp = self.xp
-        for s in range(0, self.n, TILE):
-            e = min(s + TILE, self.n)
-            raw = self.block[s:e, :] if self.rows is None else xp.take(self.block, self.rows[s:e], axis=0)
+        for ids in self._plan():
+            p = self.sel_pos[ids]
+            src = ids if self.rows is None else self.rows[ids]
+            contiguous = src[-1] - src[0] == len(src) - 1 and p[-1] - p[0] == len(p) - 1
+            if self.buf is not None and contiguous:
+                self.copyto(self.buf[int(p[0]) : int(p[-1]) + 1, :], self.block[int(src[0]) : int(src[-1]) + 1, :])
+                yield ids, p, self.buf
+                continue
+            tile_map = np.full(TILE, src[0], dtype=np.int64)
+            tile_map[p] = src
+            raw = xp.take(self.block, xp.asarray(tile_map), axis=0)
             if self.buf is not None:
-                self.copyto(self.buf[: e - s, :], raw)
-                yield s, e, self.buf
+                self.copyto(self.buf, raw)
+                yield ids, p, self.buf
             else:
-                x = xp.astype(raw, self.wd)
-                if e - s < TILE:
-                    x = xp.concat([x, xp.zeros((TILE - (e - s), x.shape[1]), dtype=self.wd)], axis=0)
-                yield s, e, x
+                yield ids, p, xp.astype(raw, self.wd)
+
+
+def _in_order(xp, ids_list, values_list):
+    """Per-tile results back in selection order (tiles hold rows grouped by position)."""
+    if not values_list:
+        return None
+    ids = np.concatenate(ids_list)
+    vals = values_list[0] if len(values_list) == 1 else xp.concat(values_list)
+    if ids.shape[0] and np.any(np.diff(ids) < 0):
+        vals = xp.take(vals, xp.asarray(np.argsort(ids, kind="stable")), axis=0)
+    return vals
 
 
 _BUFFERS = threading.local()
@@ -170,47 +220,37 @@ def _part(xp, x, ct, cc):
     return cc[None, :] - 2 * (x @ ct)
 
 
-def _scan(block, centers, scale, metric, k_sums=None):
+def _scan(block, centers, scale, metric, k_sums=None, offset=0):
     """One pass over a block in fixed-shape tiles: nearest centre, its distance and
-    (optionally) exact per-cluster sums and counts."""
+    (optionally) exact per-cluster sums and counts. ``offset``: see :func:`positions`."""
     xp = namespace(block)
     block = _flat(block, xp)
     n, d = block.shape
     wd = work_dtype(xp, block.dtype)
     c = _centers_raw(xp, centers, wd, scale)
     ct, cc = xp.matrix_transpose(c), xp.vecdot(c, c)
-    small_int = _is_small_int(xp, block.dtype)
     compiled = _numba_sums(xp, block) and metric == "l2"
-    labels, mind = [], []
-    sums = counts = None
-    if k_sums is not None and not compiled:
-        sums = xp.zeros((k_sums, d), dtype=xp.float64)
-        counts = xp.zeros((k_sums,), dtype=xp.int64)
-        ids = xp.arange(k_sums, dtype=xp.int32)
-    for s, e, x in _Tiles(xp, block, wd):
-        m = e - s
+    ids_l, labels, mind = [], [], []
+    for ids, p, x in _Tiles(xp, block, wd, pos=positions(n, offset)):
+        pi = xp.asarray(p)
         if metric == "l2":
-            part = _part(xp, x, ct, cc)[:m, :]
+            part = xp.take(_part(xp, x, ct, cc), pi, axis=0)
             lab = xp.argmin(part, axis=1)
             md = xp.min(part, axis=1)  # + ||x||^2 below: it only shifts the minimum
             if not compiled:
-                md = xp.clip(xp.vecdot(x[:m, :], x[:m, :]) + md, min=0.0) * (scale * scale)
+                xs = xp.take(x, pi, axis=0)
+                md = xp.clip(xp.vecdot(xs, xs) + md, min=0.0) * (scale * scale)
         else:
-            dist = _dist_w(xp, x, c, scale, metric)[:m, :]
+            dist = xp.take(_dist_w(xp, x, c, scale, metric), pi, axis=0)
             lab, md = xp.argmin(dist, axis=1), xp.min(dist, axis=1)
-        lab = xp.astype(lab, xp.int32)
-        labels.append(lab)
+        ids_l.append(ids)
+        labels.append(xp.astype(lab, xp.int32))
         mind.append(md)
-        if sums is not None:
-            member = ids[:, None] == lab[None, :]  # (k, rows) one-hot
-            counts = counts + xp.sum(xp.astype(member, xp.int64), axis=1)
-            # float32 sums of small ints are exact (see module doc); others use float64
-            xs = x[:m, :] if small_int else xp.astype(x[:m, :], xp.float64)
-            sums = sums + xp.astype(xp.astype(member, xs.dtype) @ xs, xp.float64)
     if not labels:
-        labels, mind = [xp.zeros((0,), dtype=xp.int32)], [xp.zeros((0,), dtype=wd)]
-    lab = labels[0] if len(labels) == 1 else xp.concat(labels)
-    md = mind[0] if len(mind) == 1 else xp.concat(mind)
+        lab, md = xp.zeros((0,), dtype=xp.int32), xp.zeros((0,), dtype=wd)
+    else:
+        lab, md = _in_order(xp, ids_l, labels), _in_order(xp, ids_l, mind)
+    sums = counts = None
     if compiled:  # exact squared norms from the same pass that sums the rows
         sq = np.empty(n, dtype=np.float64)
         if k_sums is None:
@@ -221,10 +261,13 @@ def _scan(block, centers, scale, metric, k_sums=None):
             cpu_kernels.add_rows_sq(sums, counts, block, lab, sq)
             sums = sums.astype(np.float64)
         md = np.maximum(sq + md, 0.0) * (scale * scale)
+    elif k_sums is not None:
+        sums, counts, _ = _hamerly_sums(xp, block, xp.arange(n, dtype=xp.int64), lab, None,
+                                        xp.zeros((n,), dtype=xp.float64), k_sums)
     return lab, md, sums, counts
 
 
-def assign(block, centers, scale: float = 1.0, metric: str = "l2"):
+def assign(block, centers, scale: float = 1.0, metric: str = "l2", offset=0):
     """Nearest centre of each row and its distance.
 
     Returns
@@ -232,11 +275,11 @@ def assign(block, centers, scale: float = 1.0, metric: str = "l2"):
     labels : array (n,) int32
     mindist : array (n,) work dtype
     """
-    labels, mind, _, _ = _scan(block, centers, scale, metric)
+    labels, mind, _, _ = _scan(block, centers, scale, metric, offset=offset)
     return labels, mind
 
 
-def lloyd_step(block, centers, old_labels=None, *, scale: float = 1.0, metric: str = "l2"):
+def lloyd_step(block, centers, old_labels=None, *, scale: float = 1.0, metric: str = "l2", offset=0):
     """One Lloyd iteration on one block: assignment, then partial sums.
 
     Parameters
@@ -255,7 +298,7 @@ def lloyd_step(block, centers, old_labels=None, *, scale: float = 1.0, metric: s
         inertia () float64 in centres' units, changed () int64)
     """
     xp = namespace(block)
-    labels, mind, sums, counts = _scan(block, centers, scale, metric, k_sums=len(centers))
+    labels, mind, sums, counts = _scan(block, centers, scale, metric, k_sums=len(centers), offset=offset)
     inertia = xp.sum(xp.astype(mind, xp.float64))
     if old_labels is None:
         changed = xp.asarray(labels.shape[0], dtype=xp.int64)
@@ -264,10 +307,10 @@ def lloyd_step(block, centers, old_labels=None, *, scale: float = 1.0, metric: s
     return labels, (sums, counts, inertia, changed)
 
 
-def assign_step(block, centers, *, scale: float = 1.0, metric: str = "l2"):
+def assign_step(block, centers, *, scale: float = 1.0, metric: str = "l2", offset=0):
     """Final E-step / predict on one block: labels and partial inertia."""
     xp = namespace(block)
-    labels, mind = assign(block, centers, scale, metric)
+    labels, mind = assign(block, centers, scale, metric, offset)
     return labels, xp.sum(xp.astype(mind, xp.float64))
 
 
@@ -310,10 +353,13 @@ def farthest(block, centers, offset: int, m: int, *, scale: float = 1.0, metric:
     """
     xp = namespace(block)
     block = _flat(block, xp)
-    labels, mind = assign(block, centers, scale, metric)
+    labels, mind = assign(block, centers, scale, metric, offset)
     mind = xp.astype(mind, xp.float64)
     order = xp.argsort(-mind, stable=True)[:m]
-    idx = xp.astype(order, xp.int64) + offset
+    if isinstance(offset, (int, np.integer)):
+        idx = xp.astype(order, xp.int64) + int(offset)
+    else:  # every row's global index (rows of several chunks)
+        idx = xp.take(xp.asarray(np.asarray(offset, dtype=np.int64)), order)
     return mind[order], idx, xp.take(block, order, axis=0), labels[order]
 
 
@@ -424,7 +470,8 @@ def _dot_error(xp, wd, d: int) -> float:
     return 1.1 * d * u / (1 - d * u)
 
 
-def hamerly_step(block, centers, state=None, shifts=None, half_sep=None, *, scale: float = 1.0, full: bool = False):
+def hamerly_step(block, centers, state=None, shifts=None, half_sep=None, *, scale: float = 1.0, full: bool = False,
+                 offset=0):
     """One Lloyd iteration with Hamerly's bounds (squared L2 only).
 
     Each row keeps an upper bound on its distance to its centre and a lower bound
@@ -479,7 +526,7 @@ def hamerly_step(block, centers, state=None, shifts=None, half_sep=None, *, scal
         rows, sure = None, None  # all
         sel = xp.arange(n, dtype=xp.int64)
         exact_sq = _exact_sq(xp, block)  # exact for integer pixels
-    lab_c, first, second = _nearest_two(xp, block, rows, c, wd)
+    lab_c, first, second = _nearest_two(xp, block, rows, c, wd, positions(n, offset))
     nrm = xp.sqrt(exact_sq) * (1 + 1e-12)
     err = eps * (nrm + cmax) ** 2  # bounds |what Lloyd computes - the exact value|
     up_c = xp.sqrt(xp.clip(exact_sq + first + err, min=0.0))
@@ -523,29 +570,28 @@ def _moved_bounds(xp, state, shifts, half_sep, eps, cmax):
     return upper, lower, norms, sure
 
 
-def _nearest_two(xp, block, rows, c, wd):
+def _nearest_two(xp, block, rows, c, wd, pos):
     """Labels and the best and second-best ``||c||^2 - 2 x.c`` (float64) of the selected rows,
-    in the same tiles as :func:`lloyd_step`'s (so the labels are Lloyd's)."""
+    in the same tiles and places as :func:`lloyd_step`'s (so the labels are Lloyd's)."""
     k = c.shape[0]
     ct, cc = xp.matrix_transpose(c), xp.vecdot(c, c)
     ids = xp.arange(k, dtype=xp.int32)
-    labs, firsts, seconds = [], [], []
-    for s, e, x in _Tiles(xp, block, wd, rows):
-        part = _part(xp, x, ct, cc)[: e - s, :]
+    sel, labs, firsts, seconds = [], [], [], []
+    for tids, p, x in _Tiles(xp, block, wd, rows, pos):
+        part = xp.take(_part(xp, x, ct, cc), xp.asarray(p), axis=0)
         lab = xp.astype(xp.argmin(part, axis=1), xp.int32)
         firsts.append(xp.min(part, axis=1))
         if k > 1:
             seconds.append(xp.min(xp.where(lab[:, None] == ids[None, :], xp.asarray(xp.inf, dtype=wd), part), axis=1))
         else:
-            seconds.append(xp.full((e - s,), xp.inf, dtype=wd))
+            seconds.append(xp.full((len(tids),), xp.inf, dtype=wd))
         labs.append(lab)
-
-    def cat(parts, dtype):
-        if not parts:
-            return xp.zeros((0,), dtype=dtype)
-        return parts[0] if len(parts) == 1 else xp.concat(parts)
-
-    return cat(labs, xp.int32), xp.astype(cat(firsts, wd), xp.float64), xp.astype(cat(seconds, wd), xp.float64)
+        sel.append(tids)
+    if not labs:
+        z = xp.zeros((0,), dtype=xp.float64)
+        return xp.zeros((0,), dtype=xp.int32), z, z
+    return (_in_order(xp, sel, labs), xp.astype(_in_order(xp, sel, firsts), xp.float64),
+            xp.astype(_in_order(xp, sel, seconds), xp.float64))
 
 
 def _hamerly_sums(xp, block, sel, new, old, exact_sq, k):

@@ -31,7 +31,7 @@ from .graph import blocks as _blocks
 from .graph import host as _host
 from .graph import offsets as _offsets
 from .graph import tree_reduce as _tree
-from .algorithms.base import global_rows, merged
+from .algorithms.base import merged
 from .placement import Placement
 from .progress import bar as progress_bar
 
@@ -211,21 +211,16 @@ class LloydResult:
 
 def _farthest_group(states, blocks, offsets, shared):
     m = shared["m"]
-    group = merged(blocks)
-    if len(group) == len(blocks):
-        parts = [kernels.farthest(b, shared["centers"], off, m, scale=shared["scale"], metric=shared["metric"])
-                 for b, off in zip(blocks, offsets)]
-    else:  # one merged block: local row i is global row rows[i] (in increasing order: ties keep it)
-        dist, idx, rows, labs = kernels.farthest(group[0], shared["centers"], 0, m, scale=shared["scale"],
-                                                 metric=shared["metric"])
-        parts = [(dist, global_rows(blocks, offsets)[to_numpy(idx)], rows, labs)]
+    parts = [kernels.farthest(b, shared["centers"], off, m, scale=shared["scale"], metric=shared["metric"])
+             for b, off in merged(blocks, offsets)]
     return states, kernels.merge_farthest(m, *parts)
 
 
 def _inertia_group(states, blocks, offsets, shared):
     total = 0.0
-    for b in merged(blocks):
-        total += float(kernels.assign_step(b, shared["centers"], scale=shared["scale"], metric=shared["metric"])[1])
+    for b, off in merged(blocks, offsets):
+        total += float(kernels.assign_step(b, shared["centers"], scale=shared["scale"], metric=shared["metric"],
+                                           offset=off)[1])
     return states, total
 
 
@@ -406,16 +401,21 @@ def X_work(X) -> np.dtype:
     return np.float64 if np.dtype(X.dtype) == np.float64 else np.float32
 
 
-def _predict_block(block, centers, scale, metric):
-    return kernels.assign(block, centers, scale, metric)[0]
+def _predict_block(block, centers, rows, scale, metric):
+    return kernels.assign(block, centers, scale, metric, rows)[0]
 
 
 def predict_labels(X: da.Array, centers: np.ndarray, metric: str = "l2") -> da.Array:
-    """Lazy nearest-centre labels ``(n,)`` int32 with X's row chunks."""
+    """Lazy nearest-centre labels ``(n,)`` int32 with X's row chunks.
+
+    Each block also gets its rows' global indices (lazily, ``da.arange``): a
+    row's place in the distance tiles comes from it (see :mod:`daskmeans.kernels`).
+    """
     scale = pixel_scale(X.dtype)
     C = da.from_array(np.asarray(centers, dtype=X_work(X)), chunks=-1)
+    rows = da.arange(0, X.shape[0], chunks=(X.chunks[0],), dtype=np.int64)
     meta = namespace(X._meta).zeros((0,), dtype=np.int32)
     return da.blockwise(
-        _predict_block, "i", X, "ij", C, "kj",
+        _predict_block, "i", X, "ij", C, "kj", rows, "i",
         scale=scale, metric=metric, dtype=np.int32, concatenate=True, meta=meta,
     )

@@ -50,15 +50,17 @@ def test_the_near_ties_are_real():
 @pytest.mark.parametrize("name", list(_chunkings(517)))
 def test_assign_is_independent_of_the_block(name):
     X, C = _near_ties()
-    ref = np.asarray(kernels.assign(X, C, 1 / 255)[0])
+    ref_lab, ref_d = (np.asarray(v) for v in kernels.assign(X, C, 1 / 255))
     sizes = _chunkings(len(X))[name]
     bounds = np.cumsum((0,) + sizes)
-    got = np.concatenate([np.asarray(kernels.assign(X[a:b], C, 1 / 255)[0]) for a, b in zip(bounds[:-1], bounds[1:])])
-    np.testing.assert_array_equal(got, ref)
-    # gathered subsets (Hamerly's recomputed rows) get the same labels as well
+    parts = [kernels.assign(X[a:b], C, 1 / 255, "l2", int(a)) for a, b in zip(bounds[:-1], bounds[1:])]
+    np.testing.assert_array_equal(np.concatenate([np.asarray(p[0]) for p in parts]), ref_lab)
+    np.testing.assert_array_equal(np.concatenate([np.asarray(p[1]) for p in parts]), ref_d)  # to the last bit
+    # gathered subsets (Hamerly's measured rows, merged chunks) carry their global rows
     rows = np.flatnonzero(np.arange(len(X)) % 3 == 1)
-    sub = np.asarray(kernels.assign(X[rows], C, 1 / 255)[0])
-    np.testing.assert_array_equal(sub, ref[rows])
+    lab, dist = (np.asarray(v) for v in kernels.assign(X[rows], C, 1 / 255, "l2", rows))
+    np.testing.assert_array_equal(lab, ref_lab[rows])
+    np.testing.assert_array_equal(dist, ref_d[rows])
 
 
 def _fit(X, C, chunks, algorithm, **kw):

@@ -32,22 +32,19 @@ class StepResult:
 MERGE_BELOW = 4 * kernels.TILE
 
 
-def merged(blocks: list) -> list:
-    """A group's chunks as the kernel should see them: small chunks concatenated.
+def merged(blocks: list, offsets: list) -> list:
+    """A group's chunks as the kernel should see them: ``[(block, offset), ...]``.
 
-    Each chunk costs a call and a partly padded tile; a group of many small
-    chunks (1,000 chunks of 50 rows) would spend most of its time there. Rows
-    keep their order, and a row's label does not depend on its block (see
-    :mod:`daskmeans.kernels`), so this changes the time, never a result. The
-    decision depends only on the chunk sizes, so a group's state keeps one
-    layout from iteration to iteration.
+    Small chunks are concatenated: each chunk costs a call and a partly filled
+    tile, and a group of many small chunks (1,000 chunks of 50 rows) would spend
+    most of its time there. A row's label does not depend on its block (see
+    :mod:`daskmeans.kernels`: its tile place comes from its global index, which
+    the merged block carries as ``offset`` = every row's global index), so this
+    changes the time, never a result. The decision depends only on the chunk
+    sizes, so a group's state keeps one layout from iteration to iteration.
     """
     if len(blocks) <= 1 or sum(b.shape[0] for b in blocks) >= MERGE_BELOW * len(blocks):
-        return blocks
+        return list(zip(blocks, offsets))
     xp = namespace(blocks[0])
-    return [xp.concat(list(blocks), axis=0)]  # rows of 2-D chunks (dask arrays of rows)
-
-
-def global_rows(blocks: list, offsets: list):
-    """Global index of every row of ``merged(blocks)``'s single block (int64)."""
-    return np.concatenate([np.arange(o, o + b.shape[0], dtype=np.int64) for b, o in zip(blocks, offsets)])
+    rows = np.concatenate([np.arange(o, o + b.shape[0], dtype=np.int64) for b, o in zip(blocks, offsets)])
+    return [(xp.concat(list(blocks), axis=0), rows)]  # rows of 2-D chunks

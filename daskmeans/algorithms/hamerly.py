@@ -30,10 +30,10 @@ class HamerlyState(NamedTuple):
     norms: object = None
 
 
-def _rebuilt(block, prev, scale, k):
+def _rebuilt(block, offset, prev, scale, k):
     """State lost (a worker died) or never made here (resume): the labels ``prev``
     gave, and that labelling's totals so the changes can be reported."""
-    old = kernels.assign(block, prev, scale, "l2")[0]
+    old = kernels.assign(block, prev, scale, "l2", offset)[0]
     return old, kernels.cluster_totals(block, old, k)
 
 
@@ -41,20 +41,20 @@ def hamerly_group(states, blocks, offsets, shared):
     c, prev, scale, full = shared["centers"], shared["prev"], shared["scale"], shared["full"]
     k = len(c)
     new, total = [], None
-    for i, block in enumerate(merged(blocks)):
+    for i, (block, offset) in enumerate(merged(blocks, offsets)):
         st = states[i] if states is not None else None
         if st is None and prev is not None and full:
-            st = HamerlyState(_rebuilt(block, prev, scale, k)[0])
+            st = HamerlyState(_rebuilt(block, offset, prev, scale, k)[0])
         if st is None and not full:
             # the client expects changes since the last step: measure every row, then
             # report (new totals - the totals of the labels prev gave)
-            old, (s0, n0, q0) = _rebuilt(block, prev, scale, k)
-            st, part = kernels.hamerly_step(block, c, HamerlyState(old), scale=scale, full=True)
+            old, (s0, n0, q0) = _rebuilt(block, offset, prev, scale, k)
+            st, part = kernels.hamerly_step(block, c, HamerlyState(old), scale=scale, full=True, offset=offset)
             s1, n1, q1, changed, computed = part
             part = (s1 - s0, n1 - n0, q1 - q0, changed, computed)
         else:
             st, part = kernels.hamerly_step(
-                block, c, st, shared["shifts"], shared["half_sep"], scale=scale, full=full
+                block, c, st, shared["shifts"], shared["half_sep"], scale=scale, full=full, offset=offset
             )
         new.append(HamerlyState(*st))
         total = part if total is None else kernels.combine(total, part)

@@ -12,11 +12,11 @@ def lloyd_group(states, blocks, offsets, shared):
     """Per group: each chunk's labels are its state (to count changed rows)."""
     c, prev, scale, metric = shared["centers"], shared["prev"], shared["scale"], shared["metric"]
     new, total = [], None
-    for i, block in enumerate(merged(blocks)):
+    for i, (block, offset) in enumerate(merged(blocks, offsets)):
         old = states[i] if states is not None else None
         if old is None and prev is not None:  # lost or resumed: the labels prev gave
-            old = kernels.assign(block, prev, scale, metric)[0]
-        labels, part = kernels.lloyd_step(block, c, old, scale=scale, metric=metric)
+            old = kernels.assign(block, prev, scale, metric, offset)[0]
+        labels, part = kernels.lloyd_step(block, c, old, scale=scale, metric=metric, offset=offset)
         new.append(labels)
         total = part if total is None else kernels.combine(total, part)
     return new, total
