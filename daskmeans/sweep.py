@@ -40,7 +40,7 @@ from .kmeans import as_rows, pixel_scale
 from .metrics import contingency, scores
 from .outputs import OutputDir, default_out
 from .report.figures import ReportFigure, to_png
-from .report.page import _CSS, data_uri
+from .report.page import _CSS, data_uri, fmt_number
 
 logger = logging.getLogger("daskmeans")
 
@@ -302,16 +302,6 @@ def figures(result) -> list[tuple[str, str, ReportFigure, str]]:
     return out
 
 
-def _cell(x, digits=4) -> str:
-    if x is None:
-        return "-"
-    if isinstance(x, bool):
-        return "yes" if x else "no"
-    if isinstance(x, (int, np.integer)):
-        return f"{int(x):,}"
-    return f"{x:.{digits}f}"
-
-
 def html_page(result, pngs) -> str:
     """The sweep as one self-contained page; ``pngs``: ``(section, caption, png bytes)``, embedded as ``data:`` URIs."""
     esc = html.escape
@@ -322,9 +312,9 @@ def html_page(result, pngs) -> str:
         ["iterations", "seconds"]
     body = []
     for r in result["rows"]:
-        cells = [_cell(r["k"]), f"{r['inertia']:,.1f}", _cell(r["silhouette"])]
+        cells = [fmt_number(r["k"]), f"{r['inertia']:,.1f}", fmt_number(r["silhouette"])]
         if labelled:
-            cells += [_cell(r.get(key)) for key, _ in LABEL_SCORES]
+            cells += [fmt_number(r.get(key)) for key, _ in LABEL_SCORES]
         cells += [f"{r['n_iter']}{'' if r['converged'] else ' (max)'}", f"{r['seconds']:.1f}"]
         body.append("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in cells) + "</tr>")
     best = ", ".join(f"{key}: k = {k}" for key, k in result["best"].items() if k is not None)
@@ -389,9 +379,9 @@ def format_table(result) -> str:
         head += "".join(f"  {label:>16}" for _, label in LABEL_SCORES)
     lines = [head]
     for r in result["rows"]:
-        line = f"{r['k']:>5}  {r['inertia']:>14.6g}  {_cell(r['silhouette']):>10}"
+        line = f"{r['k']:>5}  {r['inertia']:>14.6g}  {fmt_number(r['silhouette']):>10}"
         if labelled:
-            line += "".join(f"  {_cell(r.get(key)):>16}" for key, _ in LABEL_SCORES)
+            line += "".join(f"  {fmt_number(r.get(key)):>16}" for key, _ in LABEL_SCORES)
         lines.append(line)
     best = ", ".join(f"{key} k={k}" for key, k in result["best"].items() if k is not None)
     lines += ["", f"best: {best}   time {result['seconds']:.1f} s"]

@@ -180,3 +180,29 @@ def cli_env(cache: Path | None = None, **extra) -> dict:
         env["DASKMEANS_CACHE"] = str(cache)
     env.update({k: str(v) for k, v in extra.items()})
     return env
+
+
+def run_cli(capsys, *argv):
+    """Run ``daskmeans`` in this process: (exit status, stdout, stderr)."""
+    from daskmeans.cli import main
+
+    try:
+        code = main([str(a) for a in argv])
+    except SystemExit as e:  # argparse's usage errors
+        code = e.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def two_workers(folder: Path, env: dict | None = None):
+    """A started scheduler and workers w1, w2 (a generator for fixtures: yields, then stops them)."""
+    procs = DaskProcesses(folder, env=env)
+    try:
+        procs.start_scheduler()
+        for name in ("w1", "w2"):
+            procs.start_worker(name, wait=False)
+        for name in ("w1", "w2"):
+            procs.wait_for_worker(name)
+        yield procs
+    finally:
+        procs.stop()

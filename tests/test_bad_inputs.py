@@ -22,10 +22,10 @@ from pathlib import Path
 import dask
 import numpy as np
 import pytest
+from helpers_dask import run_cli
 import yaml
 
 from daskmeans import checkpoint, jobs, profiles
-from daskmeans.cli import main
 from daskmeans.errors import EXIT_INPUT, EXIT_UNREACHABLE, InputError
 from daskmeans.outputs import MARKER
 from daskmeans.run import Settings
@@ -63,15 +63,6 @@ def isolated(tmp_path, monkeypatch, tree):
     dask.config.config.clear()
     dask.config.config.update(saved)
     profiles._loaded = None
-
-
-def run_cli(capsys, *argv):
-    try:
-        code = main([str(a) for a in argv])
-    except SystemExit as e:  # argparse's usage errors
-        code = e.code
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def one_error_line(err: str, needle: str) -> str:

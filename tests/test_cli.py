@@ -15,19 +15,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers_dask import run_cli
 
 from daskmeans.cli import main
 
 DASKMEANS = [sys.executable, "-m", "daskmeans.cli"]
-
-
-def run_cli(capsys, *argv):
-    try:
-        code = main([str(a) for a in argv])
-    except SystemExit as e:  # argparse's usage errors
-        code = e.code
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.fixture

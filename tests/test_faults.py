@@ -16,7 +16,7 @@ import pytest
 from daskmeans import checkpoint
 from daskmeans.cli import main
 from helpers_dask import (  # noqa: F401  (dask_procs: a fixture)
-    DaskProcesses, cli_env, dask_procs, freeze, kill, start_cli, thaw, wait_for, wait_for_text,
+    DaskProcesses, cli_env, dask_procs, freeze, kill, start_cli, thaw, two_workers, wait_for, wait_for_text,
 )
 
 #: One small, deterministic job: 1,000 images in 4 chunks, random init (an empty cluster
@@ -39,16 +39,7 @@ def reference(cifar_store, tmp_path_factory):
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
     """A scheduler and two workers, shared by the tests that do not kill the scheduler."""
-    procs = DaskProcesses(tmp_path_factory.mktemp("cluster"))
-    try:
-        procs.start_scheduler()
-        for name in ("w1", "w2"):
-            procs.start_worker(name, wait=False)
-        for name in ("w1", "w2"):
-            procs.wait_for_worker(name)
-        yield procs
-    finally:
-        procs.stop()
+    yield from two_workers(tmp_path_factory.mktemp("cluster"))
 
 
 def assert_same(out, reference):

@@ -28,7 +28,7 @@ import pytest
 
 from daskmeans.data import ingest, load_cifar10
 from daskmeans.errors import DataError
-from helpers_dask import DaskProcesses, wait_for, wait_for_text
+from helpers_dask import two_workers, wait_for
 from test_data import assert_one_line, data_env, make_image_tree  # noqa: F401 - autouse fixture
 
 pytestmark = pytest.mark.distributed
@@ -139,16 +139,7 @@ def cluster(tmp_path):
     env = dict(os.environ, AWS_ACCESS_KEY_ID="worker-key", AWS_SECRET_ACCESS_KEY="secret",
                AWS_DEFAULT_REGION="us-east-1", PYTHONPATH=os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")]))
     env.pop("DASK_SCHEDULER_ADDRESS", None)
-    procs = DaskProcesses(tmp_path / "dask", env=env)
-    try:
-        procs.start_scheduler()
-        for name in ("w1", "w2"):
-            procs.start_worker(name, wait=False)
-        for name in ("w1", "w2"):
-            procs.wait_for_worker(name)
-        yield procs
-    finally:
-        procs.stop()
+    yield from two_workers(tmp_path / "dask", env=env)
 
 
 def _expected(tmp_path):

@@ -47,7 +47,8 @@ def _esc(x) -> str:
     return html.escape(str(x), quote=True)
 
 
-def _num(x, digits=4) -> str:
+def fmt_number(x, digits=4) -> str:
+    """A table cell: "-" for None or non-finite, yes/no, integers with separators, fixed digits."""
     if x is None:
         return "-"
     if isinstance(x, bool):
@@ -95,7 +96,7 @@ def metrics_table(report: dict) -> str:
     header = ["metric"] + [_esc(c[0]) for c in cols] + ["published baseline (k=10)"]
     rows = []
     for key, label in HEADLINE:
-        rows.append([_esc(label)] + [_num(c[1].get(key)) for c in cols] + [_num(BASELINE.get(key), 3)])
+        rows.append([_esc(label)] + [fmt_number(c[1].get(key)) for c in cols] + [fmt_number(BASELINE.get(key), 3)])
     return _table(header, rows)
 
 
@@ -123,20 +124,20 @@ def _run_table(report: dict) -> str:
     sched = report.get("scheduler") or {}
     metrics = report.get("metrics") or {}
     items = [
-        ("images", _num(report.get("n_samples"))),
-        ("features", _num(report.get("n_features"))),
-        ("k", _num(report.get("k"))),
+        ("images", fmt_number(report.get("n_samples"))),
+        ("features", fmt_number(report.get("n_features"))),
+        ("k", fmt_number(report.get("k"))),
         ("iterations", f"{report.get('n_iter')} ({'converged' if report.get('converged') else 'max-iter reached'})"),
-        ("inertia", _num(report.get("inertia"), 2)),
+        ("inertia", fmt_number(report.get("inertia"), 2)),
         ("fit time", f"{report.get('fit_seconds', 0):.1f} s"),
         ("total time", f"{report.get('seconds', 0):.1f} s"),
         ("backend", _esc(report.get("backend", "-"))),
         ("scheduler", _esc(sched.get("kind", "-"))),
         ("dashboard", dashboard_text(sched)),
         ("data", _esc((report.get("data") or {}).get("source", "-"))),
-        ("empty clusters", _num(metrics.get("empty_clusters"))),
-        ("size imbalance (largest / smallest)", _num(metrics.get("size_imbalance"), 2)),
-        ("original notebook's impurity (sum over clusters, not 1 - purity)", _num(report.get("notebook_impurity"))),
+        ("empty clusters", fmt_number(metrics.get("empty_clusters"))),
+        ("size imbalance (largest / smallest)", fmt_number(metrics.get("size_imbalance"), 2)),
+        ("original notebook's impurity (sum over clusters, not 1 - purity)", fmt_number(report.get("notebook_impurity"))),
         ("daskmeans", _esc(report.get("daskmeans_version", "-"))),
     ]
     return _table(None, [[_esc(a), b] for a, b in items], left=1)
@@ -149,11 +150,11 @@ def _cluster_row(j, row, names, matching, thumbs, eval_row) -> list[str]:
     r = [str(j)]
     if thumbs:
         r.append(f'<img class="thumb" src="{data_uri(thumbs[j])}" alt="centre {j}">')
-    r += [_num(size), _esc(names[int(row.argmax())]) if size else "(empty)", f"{row.max() / size:.1%}" if size else "-",
+    r += [fmt_number(size), _esc(names[int(row.argmax())]) if size else "(empty)", f"{row.max() / size:.1%}" if size else "-",
           _esc(names[matching[j]]) if matching[j] >= 0 else "-", tops]
     if eval_row is not None:
         es = int(eval_row.sum())
-        r += [_num(es), f"{eval_row[int(row.argmax())] / es:.1%}" if es and size else "-"]
+        r += [fmt_number(es), f"{eval_row[int(row.argmax())] / es:.1%}" if es and size else "-"]
     return r
 
 
@@ -176,13 +177,13 @@ def cluster_table(report: dict, thumbs=None) -> str:
 def _compare_html(cmp_: dict) -> str:
     dk, sk = cmp_["daskmeans"], cmp_["sklearn"]
     rows = [
-        ["iterations", _num(dk["n_iter"]), _num(sk["n_iter"])],
-        ["converged", _num(dk["converged"]), _num(sk["converged"])],
-        ["inertia", _num(dk["inertia"], 2), _num(sk["inertia"], 2)],
+        ["iterations", fmt_number(dk["n_iter"]), fmt_number(sk["n_iter"])],
+        ["converged", fmt_number(dk["converged"]), fmt_number(sk["converged"])],
+        ["inertia", fmt_number(dk["inertia"], 2), fmt_number(sk["inertia"], 2)],
         ["time (Lloyd iterations)", f"{dk['seconds']:.2f} s", f"{sk['seconds']:.2f} s"],
     ]
     for key, label in HEADLINE:
-        rows.append([_esc(label), _num(dk["metrics"].get(key)), _num(sk["metrics"].get(key))])
+        rows.append([_esc(label), fmt_number(dk["metrics"].get(key)), fmt_number(sk["metrics"].get(key))])
     agree = (
         f"<p>Agreement of the two labelings: ARI <b>{cmp_['agreement_ari']:.6f}</b>, "
         f"{cmp_['same_labels']:.4%} of the images get the same cluster; largest centre difference "
@@ -220,8 +221,8 @@ def _head(report: dict) -> list[str]:
         em = ev["metrics"]
         parts.append(
             f'<p class="muted">Held-out {_esc(ev["split"])}, with a mapping refitted on the held-out images '
-            f"themselves (optimistic): purity {_num(em.get('purity_refit'))}, matched accuracy "
-            f"{_num(em.get('matched_accuracy_refit'))}.</p>"
+            f"themselves (optimistic): purity {fmt_number(em.get('purity_refit'))}, matched accuracy "
+            f"{fmt_number(em.get('matched_accuracy_refit'))}.</p>"
         )
     return parts
 
