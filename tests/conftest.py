@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import logging
 import time
 from pathlib import Path
 
@@ -44,3 +45,15 @@ def _dask_config_restored():
     yield
     dask.config.config.clear()
     dask.config.config.update(saved)
+
+
+@pytest.fixture(autouse=True)
+def _daskmeans_logger_restored():
+    """The command line installs its handler on the 'daskmeans' logger when a test calls
+    it in-process; the next test starts from the logger as it was."""
+    logger = logging.getLogger("daskmeans")
+    handlers, level, propagate = list(logger.handlers), logger.level, logger.propagate
+    yield
+    logger.handlers[:] = handlers
+    logger.setLevel(level)
+    logger.propagate = propagate
