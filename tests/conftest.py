@@ -41,10 +41,13 @@ def cifar_store(real_data, tmp_path_factory) -> Path:
 def _dask_config_restored():
     """Each test starts from the same dask config: settings a test merges (a cluster.yaml
     it reads, for instance) must not leak into the next one."""
+    from daskmeans import profiles  # noqa: PLC0415 - imported late: conftest loads before the package's config
+
     saved = copy.deepcopy(dask.config.config)
     yield
     dask.config.config.clear()
     dask.config.config.update(saved)
+    profiles._loaded = None  # its cache of what was merged into the config just restored
 
 
 @pytest.fixture(autouse=True)

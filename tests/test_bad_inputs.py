@@ -415,7 +415,9 @@ def test_missing_eval_split_suggests_eval_split(tree, tmp_path, capsys):
     assert "--eval-split train" in line and "use --split" not in line
 
 
-def test_unknown_cluster_message_reads_well(tmp_path, capsys):
+def test_unknown_cluster_message_reads_well(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # a folder without cluster.yaml
+    monkeypatch.delenv("DASKMEANS_CLUSTER_CONFIG", raising=False)
     code, _, err = run_cli(capsys, "run", "--cluster", "nope", "-q")
     assert code == EXIT_INPUT
     one_error_line(err, "--cluster 'nope': no such profile (known: local, threads); no cluster.yaml in the "
