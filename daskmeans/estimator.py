@@ -29,10 +29,20 @@ from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import InvalidParameterError
 from sklearn.utils.validation import _check_feature_names, check_array, check_is_fitted
 
-from . import params
+from . import algorithms, params
 from .backend import namespace, to_numpy
 from .errors import InputError
-from .kmeans import X_work, as_rows, init_centers, lloyd, one_blas_thread, pixel_scale, predict_labels, tolerance
+from .kmeans import (
+    X_work,
+    as_rows,
+    backend_name,
+    init_centers,
+    lloyd,
+    one_blas_thread,
+    pixel_scale,
+    predict_labels,
+    tolerance,
+)
 
 logger = logging.getLogger("daskmeans")
 
@@ -386,9 +396,8 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMixin, Ba
 
     def _resolve_algorithm(self, Xd: da.Array) -> str:
         pixels = np.dtype(Xd.dtype) == np.uint8
-        on_cpu = isinstance(Xd._meta, np.ndarray)
-        if self.algorithm == "auto":
-            return "hamerly" if pixels and self.metric == "l2" and on_cpu else "lloyd"
+        if self.algorithm == "auto":  # the engine's rule (other integers were made float64 already)
+            return algorithms.resolve("auto", Xd.dtype, self.metric, backend_name(Xd))
         if self.algorithm == "hamerly":
             if self.metric != "l2":
                 raise InputError("algorithm='hamerly' needs metric='l2' (its bounds are Euclidean); use algorithm='lloyd'")

@@ -262,7 +262,7 @@ def _scan(block, centers, scale, metric, k_sums=None, offset=0):
             sums = sums.astype(np.float64)
         md = np.maximum(sq + md, 0.0) * (scale * scale)
     elif k_sums is not None:
-        sums, counts, _ = _hamerly_sums(xp, block, xp.arange(n, dtype=xp.int64), lab, None,
+        sums, counts, _ = _cluster_sums(xp, block, xp.arange(n, dtype=xp.int64), lab, None,
                                         xp.zeros((n,), dtype=xp.float64), k_sums)
     return lab, md, sums, counts
 
@@ -532,7 +532,7 @@ def hamerly_step(block, centers, state=None, shifts=None, half_sep=None, *, scal
     up_c = xp.sqrt(xp.clip(exact_sq + first + err, min=0.0))
     lo_c = xp.sqrt(xp.clip(exact_sq + second - err, min=0.0))
     o = None if old is None else xp.take(old, sel)
-    sums, counts, sq = _hamerly_sums(xp, block, sel, lab_c, o if have_bounds else None, exact_sq, k)
+    sums, counts, sq = _cluster_sums(xp, block, sel, lab_c, o if have_bounds else None, exact_sq, k)
     if old is None:
         changed = xp.asarray(n, dtype=xp.int64)
     else:
@@ -555,8 +555,8 @@ def hamerly_step(block, centers, state=None, shifts=None, half_sep=None, *, scal
 def _moved_bounds(xp, state, shifts, half_sep, eps, cmax):
     """Bounds moved by the centres' shifts, and which rows they prove (with the rounding margin)."""
     old, upper, lower, norms = state
-    k = shifts.shape[0] if hasattr(shifts, "shape") else len(shifts)
     sh = xp.asarray(shifts, dtype=xp.float64)
+    k = sh.shape[0]
     a = xp.astype(old, xp.int64)
     upper = upper + xp.take(sh, a)
     # every other centre may have come closer by at most the largest other shift
@@ -594,7 +594,7 @@ def _nearest_two(xp, block, rows, c, wd, pos):
             xp.astype(_in_order(xp, sel, seconds), xp.float64))
 
 
-def _hamerly_sums(xp, block, sel, new, old, exact_sq, k):
+def _cluster_sums(xp, block, sel, new, old, exact_sq, k):
     """Per-cluster (sums, counts, squared norms) of the measured rows ``sel``.
 
     With ``old`` None: the totals of the rows under their ``new`` labels;
@@ -633,4 +633,4 @@ def cluster_totals(block, labels, k: int):
     xp = namespace(block)
     block = _flat(block, xp)
     sel = xp.arange(block.shape[0], dtype=xp.int64)
-    return _hamerly_sums(xp, block, sel, labels, None, _exact_sq(xp, block), k)
+    return _cluster_sums(xp, block, sel, labels, None, _exact_sq(xp, block), k)

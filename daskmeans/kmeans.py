@@ -290,7 +290,8 @@ def lloyd(
     loop = LoopState.begin(centers, resume, max_iter, wd)
     if persist is None:
         persist = _is_persisted(X)
-    with Placement(X, persist=persist, split_every=split_every) as placement, \
+    # one BLAS thread: the labels' arithmetic must not depend on BLAS's thread split (kernels' doc)
+    with one_blas_thread(), Placement(X, persist=persist, split_every=split_every) as placement, \
             progress_bar(max(max_iter - loop.start, 0), f"k-means ({algorithm})", enabled=progress, unit="iter") as bar:
         algo = algorithms.ALGORITHMS[algorithm](placement, scale=scale, metric=metric)
         for i in range(loop.start, max_iter):
@@ -307,7 +308,8 @@ def lloyd(
             inertia = placement.run(_inertia_group, shared, None)
 
     # the labels of the final centres (the last step's when strictly converged), per chunk
-    labels = predict_labels(X, loop.centers, metric).persist()
+    with one_blas_thread():
+        labels = predict_labels(X, loop.centers, metric).persist()
     n_iter = len(loop.history)
     if loop.converged:
         logger.info("converged after %d iterations (%s)", n_iter, "strict" if loop.strict else "tol")

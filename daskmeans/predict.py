@@ -30,7 +30,7 @@ from .cluster import check_where
 from .cluster import scheduler as open_scheduler
 from .data import load_cifar10
 from .errors import InputError
-from .kmeans import as_rows, predict_labels
+from .kmeans import as_rows, one_blas_thread, predict_labels
 from .metrics import contingency, majority_mapping, scores
 from .outputs import OutputDir
 from .params import METRICS, SPLITS
@@ -110,7 +110,8 @@ def apply_centroids(ds, centers, *, metric: str = "l2", backend: str = "numpy", 
     centers = np.asarray(centers)
     X = ds.flat() if featurizer is None else featurizer.transform(ds.images)
     X = as_rows(to_backend(X, backend))
-    pred = predict_labels(X, centers, metric).persist()
+    with one_blas_thread():  # the labels' products on one BLAS thread, as in the fit (kernels' doc)
+        pred = predict_labels(X, centers, metric).persist()
     classes = to_backend(ds.labels, backend)
     table = contingency(pred, classes, centers.shape[0], len(ds.class_names))
     labels = np.asarray(to_numpy(pred.compute()), dtype=np.int32)

@@ -106,3 +106,4 @@ def test_fit_on_worker_processes_equals_threads(reference, algorithm):
                       dashboard_address=None) as cluster, Client(cluster):
         got = _fit(X, C, (1, 2, 3, 7, 251, len(X) - 264), algorithm)
     _assert_same(got, ref)
+
