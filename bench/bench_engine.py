@@ -214,14 +214,14 @@ def main():
     ds = load_cifar10(a.data, split="train", chunk_size=5000, progress=False)
     X = ds.flat().persist()
     X32 = (X.compute().astype(np.float32) / np.float32(255))
-    centers = kmeans_plusplus(X, 10, 0)[0]
+    centers = kmeans_plusplus(X, 10, random_state=0)[0]
     if "rss" in only:
         section_rss(table)
     if "threads" in only:
         section_phases(table, X, X32, centers, "50,000 images, threads")
     if "small" in only:
         Xs, X32s = X[:2000].rechunk({0: 2000}).persist(), X32[:2000]
-        cs = kmeans_plusplus(Xs, 10, 0)[0]
+        cs = kmeans_plusplus(Xs, 10, random_state=0)[0]
         sk = sk_iterations(X32s, cs, 20)
         secs, _ = dm_iterations(Xs, cs, 20, "auto")
         row(table, "2,000 images, threads, auto, iterations 2-20", med(secs[1:]), med(sk[1:]))

@@ -63,7 +63,7 @@ def main():
     if a.subset:
         ds = ds.subset(a.subset, 0)
     X = ds.flat().persist()  # uint8, in memory: what daskmeans keeps during a fit
-    init, _ = kmeans_plusplus(X, a.k, 0)
+    init, _ = kmeans_plusplus(X, a.k, random_state=0)
 
     def ours():
         return KMeans(a.k, init=init, max_iter=a.max_iter, tol=0, persist=False).fit(X)

@@ -74,7 +74,7 @@ def main():
     X = X.reshape(X.shape[0], -1)
     t0 = time.perf_counter()
     with dask.config.set(scheduler="threads"):
-        km = KMeans(a.k, init="random", random_state=0, max_iter=a.max_iter, tol=0, persist=False).fit(X)
+        km = KMeans(a.k, init="uniform", random_state=0, max_iter=a.max_iter, tol=0, persist=False).fit(X)
     secs = [h["seconds"] for h in km.history_]
     gib = X.nbytes / 2**30
     print(f"{a.n:,} images ({gib:.1f} GiB as uint8, {gib * 4:.1f} GiB as float32), k={a.k}, "

@@ -93,11 +93,11 @@ def main():
     res["load_seconds"] = time.perf_counter() - t0
     res["n_samples"] = int(X.shape[0])
     t = time.perf_counter()
-    init, idx_n = kmeans_plusplus(X, 10, 0)
+    init, idx_n = kmeans_plusplus(X, 10, random_state=0)
     res["kmeanspp_numpy_s"] = time.perf_counter() - t
     if a.backend != "numpy":
         t = time.perf_counter()
-        _, idx_g = kmeans_plusplus(to_backend(X, a.backend).persist(), 10, 0)
+        _, idx_g = kmeans_plusplus(to_backend(X, a.backend).persist(), 10, random_state=0)
         res["kmeanspp_gpu_s"] = time.perf_counter() - t
         res["kmeanspp_same_indices"] = bool(np.array_equal(idx_n, idx_g))
     fits = {}

@@ -10,6 +10,7 @@ weights, ``transform``/``score``, warnings and pickling.
 from __future__ import annotations
 
 import contextlib
+import functools
 import inspect
 import logging
 import math
@@ -49,6 +50,9 @@ logger = logging.getLogger("daskmeans")
 #: Rows per sub-block in transform/score: bounds the float64 temporaries.
 _ROWS = 4096
 
+#: Sparse input is densified up to this many bytes (scikit-learn takes CSR; the engine works on dense chunks).
+SPARSE_DENSE_LIMIT = 2 * 2**30
+
 
 class ParameterError(InputError, InvalidParameterError):
     """A bad estimator parameter: scikit-learn's ``InvalidParameterError`` and daskmeans's ``InputError``."""
@@ -72,6 +76,7 @@ class _Data:
     X: da.Array  # (n, d): uint8 pixels as they are, float data minus ``offset``
     was_dask: bool
     pixels: bool  # uint8 pixels: exact sums, centres in [0, 1]
+    given: object = None  # X as the user gave it, checked (NumPy or dask): what a callable init sees
 
 
 def _center_block(block, offset):
@@ -142,6 +147,56 @@ def _one_line(e: Exception) -> str:
     return " ".join(ln for ln in lines if ln and not ln.startswith(("array=", "[")))
 
 
+def _densify(X):
+    """Sparse X as a dense NumPy array (scikit-learn takes CSR; daskmeans's chunks are dense), within a size."""
+    dtype = X.dtype if X.dtype.kind == "f" else np.dtype(np.float64)  # what the fit computes in
+    nbytes = math.prod(X.shape) * dtype.itemsize
+    if nbytes > SPARSE_DENSE_LIMIT:
+        raise InputError(
+            f"X is a sparse {type(X).__name__} of shape {X.shape} whose dense copy would take "
+            f"{nbytes / 2**30:.1f} GiB, more than daskmeans densifies ({SPARSE_DENSE_LIMIT / 2**30:g} GiB); pass a "
+            "dask array of dense chunks (e.g. da.from_array over row blocks of X.toarray())"
+        )
+    return X.toarray()
+
+
+def _bound_init(user_init, given, offset, k, d, X, n_clusters, random_state):
+    """Centres from a callable ``init``, called scikit-learn's way on X as the user gave it.
+
+    The engine calls this with its own (centred, chunked) ``X``, ignored here;
+    the callable's centres are in X's units like an init array, so float data's
+    centring ``offset`` is taken off.
+    """
+    centers = user_init(given, k, random_state=random_state)
+    if isinstance(centers, da.Array):
+        centers = centers.compute()
+    arr = _init_array(to_numpy(centers) if hasattr(centers, "shape") else centers, k, d,
+                      "returned by init(X, n_clusters, random_state)")
+    return arr if offset is None else arr - offset
+
+
+def _init_array(init, k: int, d: int, what: str = "") -> np.ndarray:
+    """Initial centres as float64 ``(k, d)``, checked: numbers, shape (scikit-learn's words), finite."""
+    arr = np.asarray(init)
+    if not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool) or np.iscomplexobj(arr):
+        raise InputError(f"init has dtype {arr.dtype}; pass real numbers (n_clusters x n_features)")
+    arr = arr.astype(np.float64)
+    if arr.shape != (k, d) and not (arr.ndim >= 2 and arr.shape[0] == k and math.prod(arr.shape[1:]) == d):
+        what = f" {what}" if what else ""
+        if arr.ndim < 1 or arr.shape[0] != k:
+            mismatch = f"the number of clusters {k}"
+        else:
+            mismatch = f"the number of features of the data {d}"
+        raise InputError(
+            f"The shape of the initial centers {arr.shape}{what} does not match {mismatch}: init has shape "
+            f"{arr.shape}, expected ({k}, {d}) (n_clusters x n_features); pass centres of that shape or "
+            "init='k-means++'"
+        )
+    if not np.all(np.isfinite(arr)):
+        raise InputError("init contains NaN or infinity; pass finite centres")
+    return arr.reshape(k, d)
+
+
 def _is_device_array(X) -> bool:
     """A non-NumPy array the engine takes as it is (CuPy, array-API arrays), not a list or a DataFrame."""
     if isinstance(X, np.ndarray) or not hasattr(X, "shape") or not hasattr(X, "dtype"):
@@ -189,11 +244,17 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMixin, Ba
     Parameters
     ----------
     n_clusters : int, default 8
-    init : {"k-means++", "random"} or array (n_clusters, n_features), default "k-means++"
-        "random" draws centres uniformly in [0, 1]^d, as the original notebook.
+    init : {"k-means++", "k-means||", "random", "uniform"}, callable or array (n_clusters, n_features), \
+default "k-means++"
+        "random": ``n_clusters`` rows of X drawn at random (scikit-learn's
+        draws: the same rows for the same seed, weighted by ``sample_weight``).
+        "uniform": centres uniform in [0, 1]^d, as the original notebook.
         An array is in the centres' units (pixels in [0, 1] for uint8 data).
-    n_init : int, default 1
-        Runs with different initial centres; the lowest inertia wins.
+        A callable ``init(X, n_clusters, random_state)`` gets X as given (NumPy
+        or dask, checked) and a ``RandomState`` and returns such an array.
+    n_init : "auto" or int, default "auto"
+        Runs with different initial centres; the lowest inertia wins. "auto"
+        (scikit-learn's rule): 10 for "random" and a callable, 1 otherwise.
     max_iter : int, default 300
     tol : float, default 1e-4
         Relative tolerance: the run stops when the total squared centre shift
@@ -209,11 +270,16 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMixin, Ba
         chunks from their source in every iteration (out of core).
     split_every : int or None
         Fan-in of the tree reduction (default: config ``kmeans.split-every``).
-    algorithm : {"auto", "lloyd", "hamerly"}, default "auto"
+    algorithm : {"auto", "lloyd", "hamerly", "elkan"}, default "auto"
         "hamerly" keeps per-row distance bounds on the workers and skips the
         distances they prove unnecessary: the same labels, centres and
         iterations as "lloyd" (``metric="l2"`` and uint8 data only). "auto":
-        hamerly for l2 on uint8 NumPy chunks, lloyd otherwise.
+        hamerly for l2 on uint8 NumPy chunks, lloyd otherwise. "elkan"
+        (scikit-learn's name for its bounds algorithm) is taken as "auto":
+        Lloyd's results either way; ``algorithm_`` says which ran.
+    copy_x : bool, default True
+        Accepted for scikit-learn compatibility: daskmeans never writes to X
+        (float data is centred in a lazy copy), whatever its value.
     verbose : int, default 0
         0: no output of its own (the 'daskmeans' logger logs as the application
         configured it); 1 or more: a progress bar over the iterations
@@ -231,6 +297,8 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMixin, Ba
         Sum of (weighted) squared distances to the nearest centre (sum of L1
         distances for ``metric="l1"``), in centres' units.
     n_iter_ : int
+    _n_init : int
+        The runs ``n_init`` stood for (scikit-learn's name).
     converged_ : bool
     algorithm_ : str
         The algorithm that ran ("lloyd" or "hamerly").
@@ -244,6 +312,7 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMixin, Ba
 
     Notes
     -----
+    Sparse input (scipy.sparse) is densified, up to 2 GiB.
     Input types: uint8 pixels keep their exact path (integer sums, centres in
     [0, 1]); float32 and float64 are computed in their own precision after
     subtracting the column means (added back to the centres); any other
@@ -269,6 +338,7 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMixin, Ba
         persist=_DEFAULTS["persist"],
         split_every=_DEFAULTS["split_every"],
         algorithm=_DEFAULTS["algorithm"],
+        copy_x=_DEFAULTS["copy_x"],
         verbose=_DEFAULTS["verbose"],
     ):
         self.n_clusters = n_clusters
@@ -282,11 +352,12 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMixin, Ba
         self.persist = persist
         self.split_every = split_every
         self.algorithm = algorithm
+        self.copy_x = copy_x
         self.verbose = verbose
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
-        tags.input_tags.sparse = False
+        tags.input_tags.sparse = True  # densified (SPARSE_DENSE_LIMIT)
         tags.input_tags.allow_nan = False
         tags.transformer_tags.preserves_dtype = ["float64", "float32"]
         return tags
@@ -316,10 +387,7 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMixin, Ba
         """
         _check_feature_names(self, X, reset=fitting)
         if sp.issparse(X):
-            raise InputError(
-                f"X is a sparse {type(X).__name__}; daskmeans.KMeans needs dense data: pass X.toarray() if it "
-                "fits in memory, or a dask array of dense chunks"
-            )
+            X = _densify(X)
         was_dask = isinstance(X, da.Array)
         lazy = was_dask or _is_device_array(X)
         if lazy:
@@ -341,6 +409,7 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMixin, Ba
                 )
             except ValueError as e:
                 raise InputError(_one_line(e)) from None
+        given = X
         n = X.shape[0]
         d = math.prod(X.shape[1:])
         if n < 1 or d < 1:
@@ -367,36 +436,35 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMixin, Ba
             if self._offset is not None:
                 Xd = Xd.map_blocks(_center_block, offset=self._offset.astype(Xd.dtype), dtype=Xd.dtype,
                                    meta=Xd._meta)
-        return _Data(X=Xd, was_dask=was_dask, pixels=pixels)
+        return _Data(X=Xd, was_dask=was_dask, pixels=pixels, given=given)
 
     def _check_init(self, d: int):
-        """The ``init`` array as float64 ``(n_clusters, d)``, or the method's name."""
+        """The ``init`` array as float64 ``(n_clusters, d)``, the method's name or the callable;
+        sets ``_n_init``, the runs ``n_init`` stands for (scikit-learn's rule for "auto")."""
+        self._n_init = params.n_init_for(self.n_init, self.init)
         if isinstance(self.init, str):
+            return str(self.init)  # np.str_ too
+        if callable(self.init):
             return self.init
-        arr = np.asarray(to_numpy(self.init))
-        if not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool) or np.iscomplexobj(arr):
-            raise InputError(f"init has dtype {arr.dtype}; pass real numbers (n_clusters x n_features)")
-        arr = arr.astype(np.float64)
-        k = self.n_clusters
-        if arr.shape != (k, d) and not (arr.ndim >= 2 and arr.shape[0] == k and math.prod(arr.shape[1:]) == d):
-            raise InputError(
-                f"init has shape {arr.shape}, expected ({k}, {d}) (n_clusters x n_features); "
-                "pass centres of that shape or init='k-means++'"
-            )
-        if not np.all(np.isfinite(arr)):
-            raise InputError("init contains NaN or infinity; pass finite centres")
-        if self.n_init != 1:
+        arr = _init_array(to_numpy(self.init) if hasattr(self.init, "shape") else self.init, self.n_clusters, d)
+        if self._n_init != 1:
             warnings.warn(
                 f"Explicit initial center position passed: performing only one init in KMeans instead of "
-                f"n_init={self.n_init}.",
+                f"n_init={self._n_init}.",
                 RuntimeWarning,
                 stacklevel=3,
             )
-        return arr.reshape(k, d)
+            self._n_init = 1
+        return arr
 
     def _resolve_algorithm(self, Xd: da.Array) -> str:
         pixels = np.dtype(Xd.dtype) == np.uint8
-        if self.algorithm == "auto":  # the engine's rule (other integers were made float64 already)
+        if self.algorithm == "elkan" and self.n_clusters == 1:
+            warnings.warn("algorithm='elkan' doesn't make sense for a single cluster. Using 'lloyd' instead.",
+                          RuntimeWarning, stacklevel=3)
+            return "lloyd"
+        # elkan (scikit-learn's bounds algorithm) gives Lloyd's results: daskmeans's bounds where they are exact
+        if self.algorithm in ("auto", "elkan"):  # the engine's rule (other integers were made float64 already)
             return algorithms.resolve("auto", Xd.dtype, self.metric, backend_name(Xd))
         if self.algorithm == "hamerly":
             if self.metric != "l2":
@@ -494,6 +562,8 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMixin, Ba
             scale = pixel_scale(Xd.dtype)
             tol = tolerance(Xd, float(self.tol), scale, split_every)
             Xfit = Xd if keep is None else Xd[keep]
+            if callable(init):  # called on X as given, its centres taken to the working units
+                init = functools.partial(_bound_init, init, data.given, offset, k, d)
             best, best_init = self._runs(Xfit, init, offset, split_every, tol, algorithm, on_iteration, resume)
             if keep is None:
                 labels = best.labels
@@ -549,7 +619,7 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMixin, Ba
         """``n_init`` runs of the engine on centred data; the best result and its initial centres."""
         rng = check_random_state(self.random_state)
         shift = 0.0 if offset is None else offset
-        n_runs = self.n_init if isinstance(init, str) else 1
+        n_runs = self._n_init  # n_init resolved by _check_init (1 for an array)
         if resume is not None and offset is not None:
             resume = {**resume, **{key: np.asarray(resume[key], dtype=np.float64) - offset
                                    for key in ("centers", "centers_prev", "init") if key in resume}}
@@ -557,13 +627,13 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMixin, Ba
         for run in range(n_runs):
             if resume is not None:
                 centers0 = np.asarray(resume["init"], dtype=np.float64)
-            elif isinstance(init, str):
+            elif isinstance(init, str) or callable(init):
                 t_init = time.perf_counter()
                 logger.info("initialising %d centres (%s)...", self.n_clusters, init)
                 centers0 = init_centers(Xd, self.n_clusters, init, rng, split_every)
-                if init == "random":  # uniform in [0, 1]^d in X's units, not the centred ones
+                if init == "uniform":  # uniform in [0, 1]^d in X's units, not the centred ones
                     centers0 = centers0 - shift
-                logger.info("initial centres ready in %.1f s", time.perf_counter() - t_init)
+                logger.info("Initialization complete: initial centres ready in %.1f s", time.perf_counter() - t_init)
             else:
                 centers0 = init - shift
             report = None

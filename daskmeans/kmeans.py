@@ -178,8 +178,13 @@ def _kmeans_plusplus(X, n_clusters, random_state, n_local_trials, split_every):
     return centers, indices
 
 
-def init_centers(X: da.Array, n_clusters: int, init, random_state, split_every=8):
-    """Initial centres in centres' units: 'k-means++', 'k-means||', 'random' or an array."""
+def init_centers(X: da.Array, n_clusters: int, init, random_state, split_every=8, sample_weight=None):
+    """Initial centres in centres' units: 'k-means++', 'k-means||', 'random', 'uniform', a callable or an array.
+
+    'random': ``n_clusters`` rows of X, scikit-learn's draws
+    (``random_state.choice(n, k, replace=False, p=w / w.sum())``, ``w`` ones
+    when unweighted); 'uniform': uniform in [0, 1]^d, the original notebook's
+    rule; a callable: ``init(X, n_clusters, random_state=random_state)``."""
     from .init_parallel import kmeans_parallel  # it builds on this module, so imported here
 
     d = X.shape[1]
@@ -188,9 +193,20 @@ def init_centers(X: da.Array, n_clusters: int, init, random_state, split_every=8
     if isinstance(init, str) and init == "k-means||":
         return kmeans_parallel(X, n_clusters, random_state, split_every=split_every)
     if isinstance(init, str) and init == "random":
+        rng = check_random_state(random_state)
+        n = X.shape[0]
+        w = np.ones(n) if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
+        seeds = rng.choice(n, size=n_clusters, replace=False, p=w / w.sum())
+        order = np.argsort(seeds)  # dask gathers sorted rows; the centres keep the draws' order
+        picked = np.empty((n_clusters, d), dtype=np.float64)
+        picked[order] = to_numpy(X[seeds[order]].compute()).astype(np.float64).reshape(n_clusters, d)
+        return picked * pixel_scale(X.dtype)
+    if isinstance(init, str) and init == "uniform":
         # As the original notebook: uniform in [0, 1]^d (pixel scale).
         rng = check_random_state(random_state)
         return rng.uniform(size=(n_clusters, d))
+    if callable(init):
+        return np.asarray(init(X, n_clusters, random_state=random_state), dtype=np.float64).reshape(n_clusters, d)
     arr = np.asarray(to_numpy(init), dtype=np.float64)
     return arr.reshape(n_clusters, d)
 
@@ -312,7 +328,11 @@ def lloyd(
         labels = predict_labels(X, loop.centers, metric).persist()
     n_iter = len(loop.history)
     if loop.converged:
-        logger.info("converged after %d iterations (%s)", n_iter, "strict" if loop.strict else "tol")
+        if loop.strict:
+            logger.info("Converged at iteration %d: strict convergence.", n_iter)
+        else:
+            logger.info("Converged at iteration %d: center shift %.3g within tolerance %.3g.", n_iter,
+                        loop.history[-1]["shift"] if loop.history else 0.0, tol)
     else:
         logger.info("stopped after max_iter=%d iterations without converging", n_iter)
     return LloydResult(centers=loop.centers, labels=labels, inertia=float(inertia), n_iter=n_iter,
@@ -383,7 +403,7 @@ def _record(iteration, step, shift, empty, seconds, n):
     if step.computed is not None:
         rec["computed"] = step.computed
         extra = f"  ({step.computed / max(n, 1):.0%} of rows measured)"
-    logger.info("iter %3d  inertia %.6g  shift %.3g  changed %d  %.2fs%s", iteration, step.inertia, shift,
+    logger.info("Iteration %d, inertia %.6g, shift %.3g, changed %d, %.2fs%s", iteration, step.inertia, shift,
                 step.changed, seconds, extra)
     return rec
 

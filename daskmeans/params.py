@@ -66,7 +66,8 @@ class Param:
     low, high : number or None
         Inclusive bounds of an int or float.
     choices : tuple of str or None
-        The allowed strings.
+        The allowed strings (for an int or float: strings allowed besides
+        numbers, such as ``n_init="auto"``).
     nullable : bool
         Whether ``None`` is allowed (meaning: decided later, e.g. from the config).
     cli_default :
@@ -126,14 +127,16 @@ _DECLARED = [
     _p(name="n_clusters", kind="int", default=8, cli_default=10, low=1, flag="-k", field="k", estimator=True,
        what="the number of clusters", metavar="K",
        help="number of clusters"),  # the command line's 10: CIFAR-10's number of classes
-    _p(name="init", kind="str", default="k-means++", choices=("k-means++", "k-means||", "random"), flag="--init",
-       config_key="kmeans.init", estimator=True, metavar="{k-means++,k-means||,random}|FILE.npy",
+    _p(name="init", kind="str", default="k-means++", choices=("k-means++", "k-means||", "random", "uniform"),
+       flag="--init", config_key="kmeans.init", estimator=True,
+       metavar="{k-means++,k-means||,random,uniform}|FILE.npy",
        help="initial centres: k-means++ (greedy, two small passes per centre), k-means|| (Bahmani et al.: "
-            "5 sampling passes whatever k, for large k or data spread over a cluster), random (uniform in "
-            "[0, 1], as the original notebook) or a .npy file of (k, 3072) centres in [0, 1] (an array for "
-            "the estimator)"),
-    _p(name="n_init", kind="int", default=1, low=1, flag="--n-init", estimator=True, metavar="N",
-       help="restarts; the lowest inertia wins"),
+            "5 sampling passes whatever k, for large k or data spread over a cluster), random (k rows of the "
+            "data drawn at random, as scikit-learn), uniform (uniform in [0, 1], as the original notebook) or a "
+            ".npy file of (k, 3072) centres in [0, 1] (an array or a callable for the estimator)"),
+    _p(name="n_init", kind="int", default="auto", low=1, choices=("auto",), flag="--n-init", estimator=True,
+       metavar="N|auto", what="the number of restarts",
+       help="restarts; the lowest inertia wins. auto: 10 for --init random (scikit-learn's rule), else 1"),
     _p(name="max_iter", kind="int", default=300, low=1, flag="--max-iter", config_key="kmeans.max-iter",
        estimator=True, metavar="M", help="at most this many iterations"),
     _p(name="tol", kind="float", default=1e-4, low=0, flag="--tol", config_key="kmeans.tol", estimator=True,
@@ -142,10 +145,11 @@ _DECLARED = [
     _p(name="metric", kind="str", default="l2", choices=("l2", "l1"), flag="--metric", config_key="kmeans.metric",
        estimator=True, help="l2 (squared Euclidean, the usual k-means) or l1 (the original notebook's "
                             "Manhattan assignment, mean update)"),
-    _p(name="algorithm", kind="str", default="auto", choices=("auto", "lloyd", "hamerly"), flag="--algorithm",
-       config_key="kmeans.algorithm", estimator=True,
+    _p(name="algorithm", kind="str", default="auto", choices=("auto", "lloyd", "hamerly", "elkan"),
+       flag="--algorithm", config_key="kmeans.algorithm", estimator=True,
        help="hamerly: Lloyd's results from fewer distances (per-row bounds); "
-            "auto: hamerly for l2 on uint8 NumPy chunks, lloyd otherwise"),
+            "auto: hamerly for l2 on uint8 NumPy chunks, lloyd otherwise; "
+            "elkan: scikit-learn's name for a bounds algorithm, the same as auto"),
     _p(name="random_state", kind="int", default=None, nullable=True, cli_default=0, low=0, high=2**32 - 1,
        flag="--seed", field="seed", estimator=True, what="the random seed", metavar="SEED",
        help="random seed: same seed, same result"),
@@ -158,6 +162,8 @@ _DECLARED = [
     _p(name="split_every", kind="int", default=None, nullable=True, low=2, config_key="kmeans.split-every",
        estimator=True, what="the fan-in of the tree reduction",
        help="reduce at most this many partial results per task in the tree reduction"),
+    _p(name="copy_x", kind="bool", default=True, estimator=True,
+       help="accepted for scikit-learn compatibility: daskmeans never writes to X, whatever its value"),
     _p(name="verbose", kind="int", default=0, low=0, estimator=True,
        help="0: log at the level of the 'daskmeans' logger; 1 or more: also one line per iteration"),
     # -- the run's own parameters (command line, run.Settings, job specs) -------------------
@@ -298,8 +304,12 @@ def coerce(name: str, value, source: str = "python"):
         if p.nullable:
             return None
         raise InputError(f"{_label(p, value, source)} must not be empty; {_fix(p, source, _example(p))}")
+    if p.kind in ("int", "float") and p.choices and isinstance(value, str) and value in p.choices:
+        return value  # a named value beside the numbers (n_init="auto")
     loose = source in ("spec", "config")
     word = _TYPE_WORDS[p.kind][1 if loose else 0]
+    if p.kind in ("int", "float") and p.choices:
+        word += " or " + " or ".join(p.choices)
     bad = _error(p, value, source, f"must be {word}", _example(p))
     if p.kind == "bool":
         if isinstance(value, (bool, np.bool_)):
@@ -337,6 +347,8 @@ def coerce(name: str, value, source: str = "python"):
 
 
 def _example(p: Param) -> str:
+    if p.choices and p.kind in ("int", "float"):
+        return f"{_bound(p)[1]} or {' or '.join(p.choices)}"
     if p.choices:
         return f"one of {', '.join(p.choices)}"
     if p.low is not None or p.high is not None:
@@ -373,8 +385,8 @@ def check(name: str, value, source: str = "python"):
     if source not in SOURCES:
         raise ValueError(f"source {source!r} is not one of {SOURCES}")
     value = coerce(p.name, value, source)
-    if value is None:
-        return None
+    if value is None or (isinstance(value, str) and p.kind in ("int", "float")):
+        return value  # None where nullable; a named value (n_init="auto") was checked by coerce
     if p.kind == "float" and not math.isfinite(value):
         raise _error(p, value, source, "must be a finite number", _example(p))
     if p.kind in ("int", "float"):
@@ -395,11 +407,11 @@ def check(name: str, value, source: str = "python"):
 def _check_init(p: Param, value, source: str):
     if not isinstance(value, str):
         if source in ("python",):
-            return value  # an array of centres: shape and values are checked against the data
-        raise _error(p, value, source, "must be k-means++, k-means||, random or a .npy file", _example(p))
+            return value  # an array of centres or a callable: checked against the data
+        raise _error(p, value, source, "must be k-means++, k-means||, random, uniform or a .npy file", _example(p))
     if value in p.choices or (source != "python" and value.endswith(".npy")):
         return value
-    others = "or an array of centres" if source == "python" else "or a .npy file of centres"
+    others = "or an array of centres (or a callable)" if source == "python" else "or a .npy file of centres"
     label = _label(p, value, source).rstrip(":")
     raise InputError(f"{label} is not {', '.join(p.choices)} {others}; {_fix(p, source, 'k-means++')}")
 
@@ -451,12 +463,14 @@ def sklearn_constraints(names=ESTIMATOR) -> dict:
             closed = {(True, True): "both", (True, False): "left", (False, True): "right"}.get(
                 (p.low is not None, p.high is not None), "neither")
             cons = [Interval(typ, p.low, p.high, closed=closed)]
+            if p.choices:
+                cons.append(StrOptions(set(p.choices)))
         elif p.choices:
             cons = [StrOptions(set(p.choices))]
         else:
             cons = [str]
         if p.name == "init":
-            cons += ["array-like"]
+            cons += ["array-like", callable]
         if p.nullable and None not in cons:
             cons.append(None)
         out[p.name] = cons
@@ -475,6 +489,31 @@ def _help(p: Param) -> str:
     return p.help + (f" ({'; '.join(parts)})" if parts else "")
 
 
+def _number_or_choice(p: Param):
+    """argparse's ``type`` for a number that also takes named values (``--n-init auto``)."""
+    def parse(text: str):
+        if text in p.choices:
+            return text
+        return int(text) if p.kind == "int" else float(text)
+
+    parse.__name__ = p.kind  # argparse's message: "invalid int value: 'x'"
+    return parse
+
+
+def n_init_for(n_init, init) -> int:
+    """The number of runs ``n_init`` stands for with ``init`` (scikit-learn's rule for ``"auto"``).
+
+    ``"auto"``: 10 for ``init="random"`` and for a callable, 1 for k-means++,
+    k-means||, uniform (the original notebook's single run) and an array or file
+    of centres. An int is itself.
+    """
+    if n_init != "auto":
+        return int(n_init)
+    if callable(init) or (isinstance(init, str) and init == "random"):
+        return 10
+    return 1
+
+
 def add_arguments(parser, names) -> None:
     """Add the flags of ``names`` to ``parser`` (an argparse parser or argument group).
 
@@ -491,11 +530,9 @@ def add_arguments(parser, names) -> None:
         if p.action:
             kw["action"] = p.action
         else:
-            if p.kind == "int":
-                kw["type"] = int
-            elif p.kind == "float":
-                kw["type"] = float
-            if p.choices and p.name != "init":
+            if p.kind in ("int", "float"):
+                kw["type"] = _number_or_choice(p) if p.choices else {"int": int, "float": float}[p.kind]
+            if p.choices and p.name != "init" and p.kind == "str":
                 kw["choices"] = p.choices
             if p.metavar:
                 kw["metavar"] = p.metavar
@@ -520,4 +557,5 @@ def settings_defaults() -> dict:
 
 
 __all__ = ["Param", "PARAMS", "ESTIMATOR", "METRICS", "ALGORITHMS", "SPLITS", "INIT_METHODS", "get", "check",
-           "coerce", "default", "check_config", "sklearn_constraints", "add_arguments", "settings_defaults"]
+           "coerce", "default", "check_config", "sklearn_constraints", "add_arguments", "settings_defaults",
+           "n_init_for"]

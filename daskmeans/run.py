@@ -61,7 +61,7 @@ class Settings:
     overwrite: bool = False
     backend: str = "auto"
     persist: bool = True
-    n_init: int = 1
+    n_init: int | str = "auto"  # resolved to a number by validate() (params.n_init_for)
     n_workers: int | None = None
     eval_split: str | None = None
     compare: str | None = None
@@ -83,6 +83,7 @@ class Settings:
             if value is None and p.config_key:
                 value = params.default(p.name)
             setattr(self, f.name, params.check(p.name, value, source="cli"))
+        self.n_init = params.n_init_for(self.n_init, self.init)
         # bad configured values fail here, before any work
         params.check_config()
         connect_timeout()

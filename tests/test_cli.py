@@ -94,7 +94,7 @@ def test_terminal_shows_progress_and_table(cifar_store, tmp_path, capsys):
     code, out, err = run_cli(capsys, "run", "--data", cifar_store, "--subset", "300", "-k", "3",
                              "--max-iter", "3", "--out", tmp_path / "o")
     assert code == 0
-    assert "iter   1  inertia" in err  # one line per iteration as it happens
+    assert "Iteration 1, inertia" in err  # one line per iteration as it happens
     assert "majority class" in out and "purity" in out and str(tmp_path / "o") in out
 
 

@@ -19,9 +19,9 @@ from helpers_dask import (  # noqa: F401  (dask_procs: a fixture)
     DaskProcesses, cli_env, dask_procs, freeze, kill, start_cli, thaw, two_workers, wait_for, wait_for_text,
 )
 
-#: One small, deterministic job: 1,000 images in 4 chunks, random init (an empty cluster
+#: One small, deterministic job: 1,000 images in 4 chunks, uniform init (an empty cluster
 #: relocated), strict convergence after 33 iterations.
-ARGS = ["--subset", "1000", "--chunk-size", "250", "-k", "8", "--init", "random", "--seed", "5", "--tol", "0"]
+ARGS = ["--subset", "1000", "--chunk-size", "250", "-k", "8", "--init", "uniform", "--seed", "5", "--tol", "0"]
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +80,7 @@ def test_client_killed_mid_run_then_resumed(cluster, reference, cifar_store, tmp
     assert proc.wait(timeout=180) == 0, (tmp_path / "second.err").read_text()
     err = (tmp_path / "second.err").read_text()
     assert f"resuming from {ckpt} after iteration {killed_at}" in err
-    assert f"iter {killed_at:3d} " not in err and f"iter {killed_at + 1:3d} " in err  # continued, not restarted
+    assert f"Iteration {killed_at}, " not in err and f"Iteration {killed_at + 1}, " in err  # continued, not restarted
     assert_same(out, reference)
     report = json.loads((out / "report.json").read_text())
     assert report["resumed_from"] == killed_at
@@ -100,9 +100,9 @@ def test_worker_killed_mid_run_same_result(cluster, reference, cifar_store, tmp_
     out = tmp_path / "out"
     proc = start_cli(["run", "--data", cifar_store, *ARGS, "--scheduler", cluster.address, "--out", out],
                      tmp_path / "run.err", cli_env(cifar_store.parent.parent))
-    wait_for_text(tmp_path / "run.err", r"iter +3 ", timeout=120, proc=proc)
+    wait_for_text(tmp_path / "run.err", r"Iteration 3, ", timeout=120, proc=proc)
     freeze(proc)  # the client waits while its worker dies: the kill is mid-run, whatever the timing
-    assert "converged after" not in (tmp_path / "run.err").read_text()
+    assert "Converged at" not in (tmp_path / "run.err").read_text()
     kill(victim)
     assert victim.returncode == -9
     thaw(proc)
@@ -159,8 +159,8 @@ def _blobs(n=600, d=48, k=5, seed=0):
 
 @pytest.mark.parametrize("k, seed, init, metric, tol, max_iter", [
     (7, 3, "k-means++", "l2", 0.0, 50),   # strict convergence (no label changed)
-    (12, 0, "random", "l2", 1e-2, 50),    # tolerance convergence (then a final assignment); 6 empty clusters relocated
-    (7, 2, "random", "l1", 1e-2, 50),     # the notebook's L1 assignment, tolerance convergence, an empty cluster
+    (12, 0, "uniform", "l2", 1e-2, 50),    # tolerance convergence (then a final assignment); 6 empty clusters relocated
+    (7, 2, "uniform", "l1", 1e-2, 50),     # the notebook's L1 assignment, tolerance convergence, an empty cluster
     (7, 3, "k-means++", "l2", 0.0, 4),    # stopped by max-iter
 ])
 def test_resume_from_every_checkpoint_gives_the_uninterrupted_result(k, seed, init, metric, tol, max_iter, tmp_path):

@@ -28,7 +28,7 @@ def test_full_train_run_matches_sklearn(cifar_store, tmp_path):
     ds = load_cifar10(str(cifar_store), split="train")
     X = ds.flat().compute()
     classes = ds.labels.compute()
-    init, _ = kmeans_plusplus(X, 10, 0)  # the draws the run made (same seed; checked against sklearn elsewhere)
+    init, _ = kmeans_plusplus(X, 10, random_state=0)  # the draws the run made (same seed; checked against sklearn elsewhere)
     ref = SKKMeans(10, init=init.astype(np.float32), n_init=1, max_iter=15, tol=1e-4, algorithm="lloyd")
     ref.fit(X.astype(np.float32) / np.float32(255))
 

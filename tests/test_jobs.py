@@ -52,7 +52,7 @@ def run_cli(capsys, *argv):
 
 @pytest.mark.data
 @pytest.mark.parametrize("name, subset, init, metric", [
-    ("notebook-2000", 2000, "random", "l1"),
+    ("notebook-2000", 2000, "uniform", "l1"),
     ("full-50000", None, "k-means++", "l2"),
 ])
 def test_shipped_specs_validate(name, subset, init, metric, real_data, capsys, monkeypatch):
@@ -116,9 +116,9 @@ def test_job_run_folder_status_log_latest(cifar_store, tmp_path, capsys, no_figu
     assert status["job"] == "j" and status["run_id"] == run_dir.name and status["seconds"] > 0
     assert status["started"] <= status["finished"] and status["result"]["k"] == 3
     log = (run_dir / "run.log").read_text()
-    assert "iter   1  inertia" in log and f"job j run {run_dir.name}" in log
+    assert "Iteration 1, inertia" in log and f"job j run {run_dir.name}" in log
     assert f"job j run {run_dir.name} succeeded" in out and "purity" in out
-    assert "iter   1" in err  # progress on the terminal too (no -q)
+    assert "Iteration 1," in err  # progress on the terminal too (no -q)
     # nothing else is left: no staging folder, no checkpoint
     assert sorted(f.name for f in job_dir.iterdir()) == sorted([run_dir.name, "latest", ".lock"])
 
@@ -170,7 +170,7 @@ def test_overlap_refused_then_killed_run_resumed_by_rerun(cifar_store, tmp_path,
 
 
 def _overlap_kill_resume(address, cifar_store, tmp_path, capsys):
-    p = write_spec(tmp_path, data=str(cifar_store), subset=1000, k=8, init="random", seed=5, tol=0,
+    p = write_spec(tmp_path, data=str(cifar_store), subset=1000, k=8, init="uniform", seed=5, tol=0,
                    scheduler=address, **{"chunk-size": 250})
     job_dir = tmp_path / "runs" / "j"
     env = cli_env(cifar_store.parent.parent)

@@ -156,18 +156,18 @@ def test_l1_metric_is_the_notebook_variant(pixels):
     np.testing.assert_array_equal(km.labels_.compute(), ref_l)
 
 
-def test_random_init_is_uniform_in_unit_cube_and_seeded(pixels):
+def test_uniform_init_is_uniform_in_unit_cube_and_seeded(pixels):
     X, _, _ = pixels
-    a = KMeans(6, init="random", random_state=3, max_iter=1).fit(X)
-    b = KMeans(6, init="random", random_state=3, max_iter=1).fit(X)
+    a = KMeans(6, init="uniform", random_state=3, max_iter=1).fit(X)
+    b = KMeans(6, init="uniform", random_state=3, max_iter=1).fit(X)
     np.testing.assert_array_equal(a.init_centers_, np.random.RandomState(3).uniform(size=(6, 20)))
     np.testing.assert_array_equal(a.cluster_centers_, b.cluster_centers_)
 
 
 def test_n_init_keeps_the_lowest_inertia(pixels):
     X, _, _ = pixels
-    single = [KMeans(6, init="random", random_state=s, max_iter=20).fit(X).inertia_ for s in range(1)]
-    multi = KMeans(6, init="random", n_init=3, random_state=0, max_iter=20).fit(X)
+    single = [KMeans(6, init="uniform", random_state=s, max_iter=20).fit(X).inertia_ for s in range(1)]
+    multi = KMeans(6, init="uniform", n_init=3, random_state=0, max_iter=20).fit(X)
     assert multi.inertia_ <= single[0] + 1e-9
 
 
@@ -188,7 +188,7 @@ def test_predict_is_lazy_and_nearest(pixels):
         (dict(n_clusters=3, max_iter=0), "max_iter=0"),
         (dict(n_clusters=3, tol=-1.0), "tol=-1.0"),
         (dict(n_clusters=3, metric="cosine"), "metric='cosine'"),
-        (dict(n_clusters=3, init=np.zeros((2, 20))), r"init has shape \(2, 20\), expected \(3, 20\)"),
+        (dict(n_clusters=3, init=np.zeros((2, 20))), r"The shape of the initial centers \(2, 20\) does not match the number of clusters 3: init has shape \(2, 20\), expected \(3, 20\)"),
         (dict(n_clusters=2, init=np.full((2, 20), np.nan)), "NaN"),
         (dict(n_clusters=2, init="kmeans"), "init='kmeans'"),
     ],
@@ -214,9 +214,9 @@ def test_tasks_per_iteration_follow_the_threads_not_the_chunks(pixels, monkeypat
     counts = {}
     real = pmod.run_group
 
-    def spy(token, gid, func, sources, offsets, iteration, shared):
+    def spy(token, gid, func, sources, offsets, iteration, shared, weights=None):
         counts[iteration] = counts.get(iteration, 0) + 1
-        return real(token, gid, func, sources, offsets, iteration, shared)
+        return real(token, gid, func, sources, offsets, iteration, shared, weights)
 
     monkeypatch.setattr(pmod, "run_group", spy)
     per_chunking = []

@@ -40,7 +40,7 @@ def test_every_setting_and_flag_is_declared_once():
     ("seed", 2**32, "cli", "--seed 4294967296: the random seed must be between 0 and 4294967295"),
     ("n_clusters", True, "python", "n_clusters=True must be an integer"),
     ("split_every", 1, "python", "split_every=1 must be an integer >= 2"),
-    ("init", "kmeans", "python", "init='kmeans' is not k-means++, k-means||, random or an array of centres"),
+    ("init", "kmeans", "python", "init='kmeans' is not k-means++, k-means||, random, uniform or an array of centres"),
 ])
 def test_check_names_value_bound_and_fix(name, value, source, expected):
     with pytest.raises(InputError) as e:
@@ -66,7 +66,7 @@ def test_sklearn_constraints_agree_with_check():
     assert set(cons) == set(params.ESTIMATOR)
     good = {n: params.PARAMS[n].default for n in params.ESTIMATOR}
     validate_parameter_constraints(cons, good, caller_name="KMeans")
-    for name, bad in [("max_iter", 0), ("tol", -1.0), ("metric", "cosine"), ("algorithm", "elkan"),
+    for name, bad in [("max_iter", 0), ("tol", -1.0), ("metric", "cosine"), ("algorithm", "full"),
                       ("n_clusters", 0), ("split_every", 1)]:
         with pytest.raises(InputError):
             params.check(name, bad)

@@ -317,7 +317,7 @@ def test_terminal_summary_without_quiet(easy_run, tmp_path, capsys):
     code = main(["run", "--data", str(tree), "-k", "3", "--eval-split", "test", "--out", str(tmp_path / "o")])
     out, err = capsys.readouterr()
     assert code == 0
-    assert "iter   1" in err and "writing figures" in err and "assigned 24 test images" in err
+    assert "Iteration 1," in err and "writing figures" in err and "assigned 24 test images" in err
     assert "held-out test (24 images, train mapping)" in out
     assert "published raw-pixel k-means" in out
     assert f"pictures and report: {tmp_path / 'o' / 'report.html'}" in out
