@@ -68,6 +68,19 @@ if AVAILABLE:
             sq[r] = acc
 
     @_jit
+    def add_rows_weighted(sums, wsum, block, labels, w):
+        """``sums[labels[r]] += w[r] * block[r]`` and ``wsum[labels[r]] += w[r]`` (float64, in place)."""
+        n, d = block.shape
+        for r in range(n):
+            lab = labels[r]
+            wr = w[r]
+            wsum[lab] += wr
+            s = sums[lab]
+            b = block[r]
+            for j in range(d):
+                s[j] += wr * b[j]
+
+    @_jit
     def rows_sq(block, sq):
         """Exact squared norm of every small-integer row into ``sq`` (float64)."""
         n, d = block.shape

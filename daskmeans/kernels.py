@@ -220,9 +220,11 @@ def _part(xp, x, ct, cc):
     return cc[None, :] - 2 * (x @ ct)
 
 
-def _scan(block, centers, scale, metric, k_sums=None, offset=0):
+def _scan(block, centers, scale, metric, k_sums=None, offset=0, weights=None):
     """One pass over a block in fixed-shape tiles: nearest centre, its distance and
-    (optionally) exact per-cluster sums and counts. ``offset``: see :func:`positions`."""
+    (optionally) exact per-cluster sums and counts. ``offset``: see :func:`positions`.
+    ``weights`` (n,) float64 or None: the sums are then weighted (float64, not exact)
+    and the counts are the clusters' total weights (float64)."""
     xp = namespace(block)
     block = _flat(block, xp)
     n, d = block.shape
@@ -253,9 +255,12 @@ def _scan(block, centers, scale, metric, k_sums=None, offset=0):
     sums = counts = None
     if compiled:  # exact squared norms from the same pass that sums the rows
         sq = np.empty(n, dtype=np.float64)
-        if k_sums is None:
+        if k_sums is None or weights is not None:
             cpu_kernels.rows_sq(block, sq)
-        else:
+        if k_sums is not None and weights is not None:
+            sums, counts = np.zeros((k_sums, d), dtype=np.float64), np.zeros((k_sums,), dtype=np.float64)
+            cpu_kernels.add_rows_weighted(sums, counts, block, lab, np.asarray(weights, dtype=np.float64))
+        elif k_sums is not None:
             sums = np.zeros((k_sums, d), dtype=np.int32 if 255 * n < 2**31 else np.int64)
             counts = np.zeros((k_sums,), dtype=np.int64)
             cpu_kernels.add_rows_sq(sums, counts, block, lab, sq)
@@ -263,7 +268,7 @@ def _scan(block, centers, scale, metric, k_sums=None, offset=0):
         md = np.maximum(sq + md, 0.0) * (scale * scale)
     elif k_sums is not None:
         sums, counts, _ = _cluster_sums(xp, block, xp.arange(n, dtype=xp.int64), lab, None,
-                                        xp.zeros((n,), dtype=xp.float64), k_sums)
+                                        xp.zeros((n,), dtype=xp.float64), k_sums, weights)
     return lab, md, sums, counts
 
 
@@ -279,7 +284,7 @@ def assign(block, centers, scale: float = 1.0, metric: str = "l2", offset=0):
     return labels, mind
 
 
-def lloyd_step(block, centers, old_labels=None, *, scale: float = 1.0, metric: str = "l2", offset=0):
+def lloyd_step(block, centers, old_labels=None, *, scale: float = 1.0, metric: str = "l2", offset=0, weights=None):
     """One Lloyd iteration on one block: assignment, then partial sums.
 
     Parameters
@@ -290,6 +295,9 @@ def lloyd_step(block, centers, old_labels=None, *, scale: float = 1.0, metric: s
         This block's labels from the previous iteration (per-chunk state kept
         on the workers); None on the first iteration (every label counts as
         changed).
+    weights : array (n,) or None
+        Sample weights: the sums are weighted, the counts are the clusters'
+        total weights (float64) and the inertia is weighted.
 
     Returns
     -------
@@ -298,8 +306,12 @@ def lloyd_step(block, centers, old_labels=None, *, scale: float = 1.0, metric: s
         inertia () float64 in centres' units, changed () int64)
     """
     xp = namespace(block)
-    labels, mind, sums, counts = _scan(block, centers, scale, metric, k_sums=len(centers), offset=offset)
-    inertia = xp.sum(xp.astype(mind, xp.float64))
+    if weights is not None:
+        weights = xp.asarray(weights, dtype=xp.float64)
+    labels, mind, sums, counts = _scan(block, centers, scale, metric, k_sums=len(centers), offset=offset,
+                                       weights=weights)
+    mind = xp.astype(mind, xp.float64)
+    inertia = xp.sum(mind if weights is None else mind * weights)
     if old_labels is None:
         changed = xp.asarray(labels.shape[0], dtype=xp.int64)
     else:
@@ -415,15 +427,25 @@ def _raw_sq_dist(block, centers, scale):
     return parts[0] if len(parts) == 1 else xp.concat(parts, axis=0)
 
 
-def closest_sq_dist(block, center, *, scale: float = 1.0):
-    """Squared distance of each row to one centre (raw units: see :func:`_raw_sq_dist`), and their float64 sum."""
+def weigh(xp, values, weights):
+    """``values`` (float64) times the rows' ``weights`` (None: unweighted)."""
+    values = xp.astype(values, xp.float64)
+    if weights is None:
+        return values
+    w = xp.asarray(weights, dtype=xp.float64)
+    return values * (w if values.ndim == 1 else w[:, None])
+
+
+def closest_sq_dist(block, center, *, scale: float = 1.0, weights=None):
+    """Squared distance of each row to one centre (raw units: see :func:`_raw_sq_dist`), and their float64
+    sum (weighted by ``weights`` when given: scikit-learn's potential ``closest @ sample_weight``)."""
     xp = namespace(block)
     d = _raw_sq_dist(block, center, scale)[:, 0]
-    return d, xp.sum(xp.astype(d, xp.float64))
+    return d, xp.sum(weigh(xp, d, weights))
 
 
-def locate(block, closest, targets):
-    """Rows whose running sum of ``closest`` first reaches each target.
+def locate(block, closest, targets, weights=None):
+    """Rows whose running sum of ``closest`` (times ``weights`` when given) first reaches each target.
 
     ``np.searchsorted(np.cumsum(closest), targets)`` within one block (targets
     are already relative to the block's start), clipped to the block.
@@ -434,15 +456,16 @@ def locate(block, closest, targets):
     """
     xp = namespace(block)
     block = _flat(block, xp)
-    cum = xp.cumulative_sum(xp.astype(closest, xp.float64))
+    cum = xp.cumulative_sum(weigh(xp, closest, weights))
     t = xp.asarray(targets, dtype=xp.float64)
     local = xp.searchsorted(cum, t)
     local = xp.clip(xp.astype(local, xp.int64), max=block.shape[0] - 1)
     return local, xp.take(block, local, axis=0)
 
 
-def candidate_pots(block, closest, candidates, *, scale: float = 1.0):
-    """For each candidate centre: min(closest, distance to it) per row (raw units), and its sum.
+def candidate_pots(block, closest, candidates, *, scale: float = 1.0, weights=None):
+    """For each candidate centre: min(closest, distance to it) per row (raw units), and its sum
+    (weighted by ``weights`` when given).
 
     Returns
     -------
@@ -451,7 +474,7 @@ def candidate_pots(block, closest, candidates, *, scale: float = 1.0):
     xp = namespace(block)
     d = _raw_sq_dist(block, candidates, scale)
     mins = xp.minimum(d, xp.astype(closest, d.dtype)[:, None])
-    return mins, xp.sum(xp.astype(mins, xp.float64), axis=0)
+    return mins, xp.sum(weigh(xp, mins, weights), axis=0)
 
 
 def column(a, j: int):
@@ -594,15 +617,24 @@ def _nearest_two(xp, block, rows, c, wd, pos):
             xp.astype(_in_order(xp, sel, seconds), xp.float64))
 
 
-def _cluster_sums(xp, block, sel, new, old, exact_sq, k):
+def _cluster_sums(xp, block, sel, new, old, exact_sq, k, weights=None):
     """Per-cluster (sums, counts, squared norms) of the measured rows ``sel``.
 
     With ``old`` None: the totals of the rows under their ``new`` labels;
     otherwise only the changes: +row into the new cluster, -row out of the old.
+    ``weights`` (of the rows ``sel``; totals only): weighted sums and total
+    weights as float64 counts.
     """
     d = block.shape[1]
     ids = xp.arange(k, dtype=xp.int32)
     member = xp.astype(ids[:, None] == new[None, :], xp.float64)
+    if weights is not None:
+        member = member * xp.asarray(weights, dtype=xp.float64)[None, :]
+        sums = xp.zeros((k, d), dtype=xp.float64)
+        for s in range(0, sel.shape[0], TILE):
+            e = min(s + TILE, sel.shape[0])
+            sums = sums + member[:, s:e] @ xp.astype(xp.take(block, sel[s:e], axis=0), xp.float64)
+        return sums, xp.sum(member, axis=1), member @ exact_sq
     if old is not None:
         moved = xp.astype(old != new, xp.float64)
         member = (member - xp.astype(ids[:, None] == old[None, :], xp.float64)) * moved[None, :]

@@ -59,13 +59,17 @@ def _load(source):
     return source
 
 
-def run_group(token, gid, func, sources, offsets, iteration, shared):
+def run_group(token, gid, func, sources, offsets, iteration, shared, weights=None):
     """Run ``func`` over one group's chunks with its saved state; save the new state.
 
     ``func(states, blocks, offsets, shared) -> (states, partial)``; ``states`` is
     None when this process holds no state made by iteration ``iteration - 1``.
-    ``iteration`` None: a pass that neither reads nor writes state.
+    ``iteration`` None: a pass that neither reads nor writes state. ``weights``:
+    the group's sample weights (its rows in order), given to ``func`` as
+    ``shared["weights"]``.
     """
+    if weights is not None:
+        shared = {**shared, "weights": weights}
     states = None
     if iteration is not None:
         with _LOCK:
@@ -113,6 +117,7 @@ class Group:
     offsets: list  # global index of each chunk's first row
     worker: str | None = None
     rows: int = 0
+    weights: object = None  # the group's sample weights (NumPy, or a Future holding them), or None
 
 
 def _split(chunks, sizes, parts: int):
@@ -143,11 +148,14 @@ class Placement:
         fit; False reads each chunk from its source in every pass.
     split_every : int
         Fan-in of the tree that sums the groups' partials.
+    weights : ndarray (n,) float64 or None
+        Sample weights: each group gets its rows' (once, as a task on its worker).
     """
 
     X: da.Array
     persist: bool = True
     split_every: int = 8
+    weights: object = None
     client: object = None
     groups: list = field(default_factory=list)
     token: str = field(default_factory=lambda: uuid.uuid4().hex)
@@ -168,6 +176,19 @@ class Placement:
                 Group(gid, run, [sources[c] for c in run], [int(offsets[c]) for c in run], worker,
                       sum(sizes[c] for c in run))
             )
+        if self.weights is not None:
+            self._place_weights(np.asarray(self.weights, dtype=np.float64), offsets)
+
+    def _place_weights(self, w, offsets):
+        """Each group's weights: NumPy here; on a cluster a task on the group's worker (its
+        value rides in the task, so a lost copy is recomputed)."""
+        for g in self.groups:
+            wg = np.concatenate([w[offsets[c] : offsets[c + 1]] for c in g.chunks])
+            if self.client is not None:
+                wg = self.client.submit(_identity, wg, workers=[g.worker] if g.worker else None,
+                                        allow_other_workers=True, pure=False,
+                                        key=f"daskmeans-weights-{self.token[:8]}-{g.gid}")
+            g.weights = wg
 
     # -- building the groups ------------------------------------------------------------
 
@@ -218,7 +239,7 @@ class Placement:
         if self._pool is None:
             self._pool = concurrent.futures.ThreadPoolExecutor(max(1, len(self.groups)), "daskmeans")
         futs = [
-            self._pool.submit(run_group, self.token, g.gid, func, g.sources, g.offsets, iteration, shared)
+            self._pool.submit(run_group, self.token, g.gid, func, g.sources, g.offsets, iteration, shared, g.weights)
             for g in self.groups
         ]
         return reduce(*[f.result() for f in futs])
@@ -236,7 +257,7 @@ class Placement:
             shared_f = client.submit(_identity, shared, pure=False, key=f"daskmeans-shared-{tag}")
         futs = [
             client.submit(
-                run_group, self.token, g.gid, func, g.sources, g.offsets, iteration, shared_f,
+                run_group, self.token, g.gid, func, g.sources, g.offsets, iteration, shared_f, g.weights,
                 workers=[g.worker] if g.worker else None, allow_other_workers=True, pure=False,
                 key=f"daskmeans-group-{tag}-{g.gid}",
             )

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..errors import InputError
 from .base import StepResult
 from .hamerly import Hamerly
 from .lloyd import Lloyd
@@ -23,13 +24,16 @@ from .lloyd import Lloyd
 ALGORITHMS = {"lloyd": Lloyd, "hamerly": Hamerly}
 
 
-def resolve(name: str, dtype, metric: str, backend: str = "numpy") -> str:
+def resolve(name: str, dtype, metric: str, backend: str = "numpy", weighted: bool = False) -> str:
     """The algorithm ``auto`` stands for: Hamerly where it is exact (l2, small-integer
-    data: its incremental sums must be exact), Lloyd otherwise."""
+    data, no sample weights: its incremental sums must be exact), Lloyd otherwise."""
+    if name == "hamerly" and weighted:
+        raise InputError("algorithm='hamerly' takes no sample_weight (its incremental sums are exact only "
+                         "unweighted); use algorithm='lloyd' or 'auto'")
     if name != "auto":
         return name
     small_int = np.dtype(dtype) in (np.dtype(np.uint8), np.dtype(np.int8), np.dtype(bool))
-    return "hamerly" if metric == "l2" and small_int and backend == "numpy" else "lloyd"
+    return "hamerly" if metric == "l2" and small_int and backend == "numpy" and not weighted else "lloyd"
 
 
 __all__ = ["ALGORITHMS", "Hamerly", "Lloyd", "StepResult", "resolve"]

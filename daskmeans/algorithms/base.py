@@ -14,8 +14,9 @@ from ..backend import namespace
 class StepResult:
     """One pass over the data with fixed centres.
 
-    sums : (k, d) float64, raw units: per-cluster sums of the rows (exact for pixels)
-    counts : (k,) int64
+    sums : (k, d) float64, raw units: per-cluster sums of the rows (exact for pixels;
+        weighted by the sample weights when there are any)
+    counts : (k,) int64, or float64 total weights with sample weights
     inertia : float, centres' units, for the centres of this step
     changed : int, rows whose label differs from the previous step (all rows on the first)
     computed : int or None, rows whose distances were measured (None: all)
@@ -48,3 +49,18 @@ def merged(blocks: list, offsets: list) -> list:
     xp = namespace(blocks[0])
     rows = np.concatenate([np.arange(o, o + b.shape[0], dtype=np.int64) for b, o in zip(blocks, offsets)])
     return [(xp.concat(list(blocks), axis=0), rows)]  # rows of 2-D chunks
+
+
+def with_weights(blocks: list, offsets: list, weights) -> list:
+    """:func:`merged`, each item with its rows' sample weights: ``[(block, offset, w or None), ...]``.
+
+    ``weights`` are the group's (its chunks' rows in order, as :func:`merged` keeps them) or None.
+    """
+    pairs = merged(blocks, offsets)
+    if weights is None:
+        return [(b, o, None) for b, o in pairs]
+    out, start = [], 0
+    for b, o in pairs:
+        out.append((b, o, weights[start : start + b.shape[0]]))
+        start += b.shape[0]
+    return out

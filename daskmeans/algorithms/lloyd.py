@@ -5,25 +5,25 @@ from __future__ import annotations
 import numpy as np
 
 from .. import kernels
-from .base import StepResult, merged
+from .base import StepResult, with_weights
 
 
 def lloyd_group(states, blocks, offsets, shared):
     """Per group: each chunk's labels are its state (to count changed rows)."""
     c, prev, scale, metric = shared["centers"], shared["prev"], shared["scale"], shared["metric"]
     new, total = [], None
-    for i, (block, offset) in enumerate(merged(blocks, offsets)):
+    for i, (block, offset, w) in enumerate(with_weights(blocks, offsets, shared.get("weights"))):
         old = states[i] if states is not None else None
         if old is None and prev is not None:  # lost or resumed: the labels prev gave
             old = kernels.assign(block, prev, scale, metric, offset)[0]
-        labels, part = kernels.lloyd_step(block, c, old, scale=scale, metric=metric, offset=offset)
+        labels, part = kernels.lloyd_step(block, c, old, scale=scale, metric=metric, offset=offset, weights=w)
         new.append(labels)
         total = part if total is None else kernels.combine(total, part)
     return new, total
 
 
 class Lloyd:
-    """Lloyd steps over a :class:`~daskmeans.placement.Placement` (any metric, any dtype)."""
+    """Lloyd steps over a :class:`~daskmeans.placement.Placement` (any metric, any dtype, any weights)."""
 
     name = "lloyd"
 
@@ -33,8 +33,10 @@ class Lloyd:
     def step(self, centers, prev, iteration: int) -> StepResult:
         shared = {"centers": centers, "prev": prev, "scale": self.scale, "metric": self.metric}
         sums, counts, inertia, changed = self.placement.run(lloyd_group, shared, iteration)
+        weighted = self.placement.weights is not None  # counts are total weights
         return StepResult(
-            np.array(sums, dtype=np.float64), np.array(counts, dtype=np.int64), float(inertia), int(changed)
+            np.array(sums, dtype=np.float64), np.array(counts, dtype=np.float64 if weighted else np.int64),
+            float(inertia), int(changed)
         )
 
     def invalidate(self) -> None:
