@@ -457,7 +457,7 @@ default "k-means++"
             self._n_init = 1
         return arr
 
-    def _resolve_algorithm(self, Xd: da.Array) -> str:
+    def _resolve_algorithm(self, Xd: da.Array, weighted: bool = False) -> str:
         pixels = np.dtype(Xd.dtype) == np.uint8
         if self.algorithm == "elkan" and self.n_clusters == 1:
             warnings.warn("algorithm='elkan' doesn't make sense for a single cluster. Using 'lloyd' instead.",
@@ -465,8 +465,13 @@ default "k-means++"
             return "lloyd"
         # elkan (scikit-learn's bounds algorithm) gives Lloyd's results: daskmeans's bounds where they are exact
         if self.algorithm in ("auto", "elkan"):  # the engine's rule (other integers were made float64 already)
-            return algorithms.resolve("auto", Xd.dtype, self.metric, backend_name(Xd))
+            return algorithms.resolve("auto", Xd.dtype, self.metric, backend_name(Xd), weighted)
         if self.algorithm == "hamerly":
+            if weighted:
+                raise InputError(
+                    "algorithm='hamerly' takes no unequal sample_weight (its incremental sums are exact only "
+                    "unweighted); use algorithm='lloyd' or 'auto'"
+                )
             if self.metric != "l2":
                 raise InputError("algorithm='hamerly' needs metric='l2' (its bounds are Euclidean); use algorithm='lloyd'")
             if not pixels:
@@ -510,10 +515,11 @@ default "k-means++"
             Rows to cluster; images are flattened (HWC order).
         y : ignored
         sample_weight : array-like (n_samples,) or None
-            Weights of the rows. Supported exactly: None, equal weights, and
-            zero for rows to leave out with one positive value for the others
-            (zero-weight rows still get a label). Unequal positive weights need
-            weighted sums in the engine's Lloyd step and are refused for now.
+            Weights of the rows, as scikit-learn's: weighted k-means++ draws,
+            weighted means and inertia. Rows of weight 0 take no part in the
+            fit but still get a label. Equal weights give the unweighted fit
+            (exact integer sums for pixels); unequal weights use Lloyd's steps
+            with float64 weighted sums (``algorithm="auto"`` picks it).
         on_iteration, resume :
             Checkpointing, see :func:`daskmeans.kmeans.lloyd`; the states are in
             the centres' units of X (the centring of float data is undone).
@@ -531,25 +537,22 @@ default "k-means++"
         if k > n:
             raise InputError(f"n_samples={n} should be >= n_clusters={k}; use fewer clusters or more samples")
         w = self._check_weights(sample_weight, n)
-        keep, weight = None, 1.0
+        keep, weight, fit_w = None, 1.0, None
         if w is not None:
             positive = w > 0
             values = w[positive]
-            if values.max() != values.min():
-                raise InputError(
-                    f"sample_weight with unequal positive values (from {values.min():g} to {values.max():g}) is not "
-                    "supported yet: the Lloyd step has no weighted sums (engine support pending); pass "
-                    "sample_weight=None, equal weights, or 0 for rows to leave out and one value for the others"
-                )
-            weight = float(values[0])
-            if not positive.all():
+            if not positive.all():  # rows of weight 0 take no part in the fit (they still get a label)
                 keep = positive
                 if int(keep.sum()) < k:
                     raise InputError(
                         f"only {int(keep.sum())} samples have a positive sample_weight, fewer than n_clusters={k}; "
                         "use fewer clusters or give more samples a weight"
                     )
-        algorithm = self._resolve_algorithm(Xd)
+            if values.max() == values.min():
+                weight = float(values[0])  # equal weights: the unweighted fit (exact sums), inertia scaled
+            else:
+                fit_w = values
+        algorithm = self._resolve_algorithm(Xd, weighted=fit_w is not None)
         init = self._check_init(d)
         split_every = int(self.split_every or params.default("split_every") or 8)
         t0 = time.perf_counter()
@@ -564,7 +567,7 @@ default "k-means++"
             Xfit = Xd if keep is None else Xd[keep]
             if callable(init):  # called on X as given, its centres taken to the working units
                 init = functools.partial(_bound_init, init, data.given, offset, k, d)
-            best, best_init = self._runs(Xfit, init, offset, split_every, tol, algorithm, on_iteration, resume)
+            best, best_init = self._runs(Xfit, init, offset, split_every, tol, algorithm, on_iteration, resume, fit_w)
             if keep is None:
                 labels = best.labels
             else:  # the rows left out get their nearest centre too, as in scikit-learn
@@ -615,7 +618,7 @@ default "k-means++"
             Xc = Xc.persist()
         return Xc, offset
 
-    def _runs(self, Xd, init, offset, split_every, tol, algorithm, on_iteration, resume):
+    def _runs(self, Xd, init, offset, split_every, tol, algorithm, on_iteration, resume, sample_weight=None):
         """``n_init`` runs of the engine on centred data; the best result and its initial centres."""
         rng = check_random_state(self.random_state)
         shift = 0.0 if offset is None else offset
@@ -630,7 +633,7 @@ default "k-means++"
             elif isinstance(init, str) or callable(init):
                 t_init = time.perf_counter()
                 logger.info("initialising %d centres (%s)...", self.n_clusters, init)
-                centers0 = init_centers(Xd, self.n_clusters, init, rng, split_every)
+                centers0 = init_centers(Xd, self.n_clusters, init, rng, split_every, sample_weight)
                 if init == "uniform":  # uniform in [0, 1]^d in X's units, not the centred ones
                     centers0 = centers0 - shift
                 logger.info("Initialization complete: initial centres ready in %.1f s", time.perf_counter() - t_init)
@@ -647,6 +650,7 @@ default "k-means++"
             result = lloyd(
                 Xd, centers0, max_iter=self.max_iter, tol=tol, metric=self.metric, split_every=split_every,
                 on_iteration=report, resume=resume, algorithm=algorithm, progress=bool(self.verbose),
+                sample_weight=sample_weight,
             )
             resume = None
             if n_runs > 1:

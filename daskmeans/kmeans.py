@@ -31,7 +31,7 @@ from .graph import blocks as _blocks
 from .graph import host as _host
 from .graph import offsets as _offsets
 from .graph import tree_reduce as _tree
-from .algorithms.base import merged
+from .algorithms.base import merged, with_weights
 from .placement import Placement
 from .progress import bar as progress_bar
 
@@ -100,7 +100,7 @@ def tolerance(X: da.Array, tol: float, scale: float, split_every: int = 8) -> fl
 # -- initialisation -----------------------------------------------------------------
 
 
-def kmeans_plusplus(X, n_clusters: int, random_state, *, n_local_trials=None, split_every=8):
+def kmeans_plusplus(X, n_clusters: int, random_state, *, n_local_trials=None, split_every=8, sample_weight=None):
     """Greedy k-means++ on a dask array, the same draws as scikit-learn's.
 
     Mirrors ``sklearn.cluster.kmeans_plusplus``: the same random numbers are
@@ -116,27 +116,30 @@ def kmeans_plusplus(X, n_clusters: int, random_state, *, n_local_trials=None, sp
     """
     X = as_rows(X)
     with one_blas_thread():
-        return _kmeans_plusplus(X, n_clusters, random_state, n_local_trials, split_every)
+        return _kmeans_plusplus(X, n_clusters, random_state, n_local_trials, split_every, sample_weight)
 
 
-def _kmeans_plusplus(X, n_clusters, random_state, n_local_trials, split_every):
+def _kmeans_plusplus(X, n_clusters, random_state, n_local_trials, split_every, sample_weight=None):
+    """See :func:`kmeans_plusplus`; ``sample_weight`` (n,) float64 or None weighs the draws as scikit-learn's."""
     rng = check_random_state(random_state)
     n, d = X.shape
     scale = pixel_scale(X.dtype)
     blocks = _blocks(X)
     sizes = np.asarray(X.chunks[0])
     offsets = _offsets(X)
+    w = None if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
+    wb = [None if w is None else w[o : o + s] for o, s in zip(offsets, sizes)]
     if n_local_trials is None:
         n_local_trials = 2 + int(np.log(n_clusters))
 
     centers = np.empty((n_clusters, d), dtype=np.float64)
     indices = np.full(n_clusters, -1, dtype=np.int64)
-    first = int(rng.choice(n, p=np.full(n, 1.0 / n)))
+    first = int(rng.choice(n, p=np.full(n, 1.0 / n) if w is None else w / w.sum()))
     indices[0] = first
     centers[0] = to_numpy(X[first].compute()).astype(np.float64).reshape(-1) * scale
 
     c0 = delayed(centers[:1].copy())
-    outs = [delayed(kernels.closest_sq_dist, nout=2)(b, c0, scale=scale) for b in blocks]
+    outs = [delayed(kernels.closest_sq_dist, nout=2)(b, c0, scale=scale, weights=wi) for b, wi in zip(blocks, wb)]
     closest = [o[0] for o in outs]
     closest, pots = dask.persist(closest, [delayed(_host)(o[1]) for o in outs])
     block_pots = np.asarray(dask.compute(*pots), dtype=np.float64)
@@ -152,7 +155,8 @@ def _kmeans_plusplus(X, n_clusters, random_state, n_local_trials, split_every):
         located = {}
         for b in np.unique(which):
             sel = np.flatnonzero(which == b)
-            located[int(b)] = (sel, delayed(kernels.locate, nout=2)(blocks[b], closest[b], rand_vals[sel] - before[sel]))
+            located[int(b)] = (sel, delayed(kernels.locate, nout=2)(blocks[b], closest[b], rand_vals[sel] - before[sel],
+                                                                      wb[b]))
         results = dask.compute({b: delayed(_host)(v[1]) for b, v in located.items()})[0]
         cand_rows = np.empty((n_local_trials, d), dtype=np.float64)
         cand_ids = np.empty(n_local_trials, dtype=np.int64)
@@ -163,8 +167,8 @@ def _kmeans_plusplus(X, n_clusters, random_state, n_local_trials, split_every):
 
         cands = delayed(cand_rows)
         outs = [
-            delayed(kernels.candidate_pots, nout=2)(b, cl, cands, scale=scale)
-            for b, cl in zip(blocks, closest)
+            delayed(kernels.candidate_pots, nout=2)(b, cl, cands, scale=scale, weights=wi)
+            for b, cl, wi in zip(blocks, closest, wb)
         ]
         mins, pots = dask.persist([o[0] for o in outs], [delayed(_host)(o[1]) for o in outs])
         per_block = np.asarray(dask.compute(*pots), dtype=np.float64).reshape(len(blocks), n_local_trials)
@@ -184,12 +188,14 @@ def init_centers(X: da.Array, n_clusters: int, init, random_state, split_every=8
     'random': ``n_clusters`` rows of X, scikit-learn's draws
     (``random_state.choice(n, k, replace=False, p=w / w.sum())``, ``w`` ones
     when unweighted); 'uniform': uniform in [0, 1]^d, the original notebook's
-    rule; a callable: ``init(X, n_clusters, random_state=random_state)``."""
+    rule; a callable: ``init(X, n_clusters, random_state=random_state)``.
+
+    ``sample_weight`` weighs k-means++'s draws (k-means|| ignores it: a seeding heuristic)."""
     from .init_parallel import kmeans_parallel  # it builds on this module, so imported here
 
     d = X.shape[1]
     if isinstance(init, str) and init == "k-means++":
-        return _kmeans_plusplus(X, n_clusters, random_state, None, split_every)[0]
+        return _kmeans_plusplus(X, n_clusters, random_state, None, split_every, sample_weight)[0]
     if isinstance(init, str) and init == "k-means||":
         return kmeans_parallel(X, n_clusters, random_state, split_every=split_every)
     if isinstance(init, str) and init == "random":
@@ -234,28 +240,31 @@ def _farthest_group(states, blocks, offsets, shared):
 
 def _inertia_group(states, blocks, offsets, shared):
     total = 0.0
-    for b, off in merged(blocks, offsets):
-        total += float(kernels.assign_step(b, shared["centers"], scale=shared["scale"], metric=shared["metric"],
-                                           offset=off)[1])
+    for b, off, w in with_weights(blocks, offsets, shared.get("weights")):
+        mind = kernels.assign(b, shared["centers"], shared["scale"], shared["metric"], off)[1]
+        total += float(to_numpy(kernels.weigh(namespace(b), mind, w).sum()))
     return states, total
 
 
 def _relocate_empty(placement, centers_used, sums, counts, empty, scale, metric):
     """scikit-learn's rule: each empty cluster takes the row farthest from its centre.
 
-    The row leaves its old cluster's sums and counts (in place). Rare, so it
-    costs one extra (stateless) pass only in the iterations where it happens.
+    The row leaves its old cluster's sums and counts (in place; with sample
+    weights, its weighted row and its weight). Rare, so it costs one extra
+    (stateless) pass only in the iterations where it happens.
     """
     m = len(empty)
     shared = {"centers": centers_used, "m": m, "scale": scale, "metric": metric}
     dist, idx, rows, labs = placement.run(_farthest_group, shared, None, functools.partial(kernels.merge_farthest, m))
     rows = np.asarray(rows, dtype=np.float64).reshape(len(idx), -1)
+    weights = placement.weights
     for j, cluster in enumerate(empty[: len(idx)]):
         old = int(labs[j])
-        sums[old] -= rows[j]
-        counts[old] -= 1
-        sums[cluster] = rows[j]
-        counts[cluster] = 1
+        w = 1 if weights is None else float(weights[int(idx[j])])
+        sums[old] -= rows[j] * w
+        counts[old] -= w
+        sums[cluster] = rows[j] * w
+        counts[cluster] = w
     logger.info("%d empty cluster(s) %s relocated to the farthest point(s) %s", m, empty.tolist(), idx.tolist())
 
 
@@ -272,6 +281,7 @@ def lloyd(
     algorithm: str = "lloyd",
     persist: bool | None = None,
     progress: bool = False,
+    sample_weight: np.ndarray | None = None,
 ) -> LloydResult:
     """k-means iterations with scikit-learn's convergence rules; the algorithm is pluggable.
 
@@ -299,15 +309,18 @@ def lloyd(
     progress : bool
         A progress bar over the iterations (:func:`daskmeans.progress.bar`:
         a widget in Jupyter, a line on a terminal).
+    sample_weight : ndarray (n,) float64 or None
+        Row weights (scikit-learn's): weighted means and inertia; Lloyd only.
     """
     scale = pixel_scale(X.dtype)
     wd = X_work(X)
-    algorithm = algorithms.resolve(algorithm, X.dtype, metric, backend_name(X))
+    weighted = sample_weight is not None
+    algorithm = algorithms.resolve(algorithm, X.dtype, metric, backend_name(X), weighted)
     loop = LoopState.begin(centers, resume, max_iter, wd)
     if persist is None:
         persist = _is_persisted(X)
     # one BLAS thread: the labels' arithmetic must not depend on BLAS's thread split (kernels' doc)
-    with one_blas_thread(), Placement(X, persist=persist, split_every=split_every) as placement, \
+    with one_blas_thread(), Placement(X, persist=persist, split_every=split_every, weights=sample_weight) as placement, \
             progress_bar(max(max_iter - loop.start, 0), f"k-means ({algorithm})", enabled=progress, unit="iter") as bar:
         algo = algorithms.ALGORITHMS[algorithm](placement, scale=scale, metric=metric)
         for i in range(loop.start, max_iter):
