@@ -70,18 +70,18 @@ def save(path, state: dict, *, fingerprint: dict | None = None, rng=None) -> Pat
         The checkpoint file (``.npz``).
     state : dict
         ``iteration``, ``centers`` (k, d), ``centers_prev`` (k, d), ``init`` (k, d),
-        ``history`` (list of dict), ``converged``, ``strict``.
+        ``history`` (list of dict), ``converged``, ``strict``; or, for restarts
+        sharing passes, ``iteration`` and ``runs``: a list of such states.
     fingerprint : dict, optional
         See :func:`fingerprint`.
     rng : numpy.random.RandomState, optional
         The generator of the fit; its state is stored too.
     """
     path = Path(path)
-    arrays = {
-        "centers": np.asarray(state["centers"], dtype=np.float64),
-        "centers_prev": np.asarray(state["centers_prev"], dtype=np.float64),
-        "init": np.asarray(state["init"], dtype=np.float64),
-    }
+    runs = state.get("runs")
+    one = state if runs is None else runs[0]
+    arrays = {key: np.asarray(one[key] if runs is None else np.stack([r[key] for r in runs]), dtype=np.float64)
+              for key in ("centers", "centers_prev", "init")}
     rng_arrays, rng_meta = _rng_arrays(rng)
     arrays.update(rng_arrays)
     meta = {
@@ -93,6 +93,10 @@ def save(path, state: dict, *, fingerprint: dict | None = None, rng=None) -> Pat
         "fingerprint": fingerprint or {},
         **rng_meta,
     }
+    if runs is not None:  # restarts sharing passes: (runs, k, d) arrays, each run's own progress
+        meta.update(converged=all(r.get("converged", False) for r in runs), history=[],
+                    runs=[{"iteration": int(r["iteration"]), "converged": bool(r.get("converged", False)),
+                           "strict": bool(r.get("strict", False)), "history": r.get("history", [])} for r in runs])
     arrays["meta"] = np.frombuffer(json.dumps(meta, default=float).encode(), dtype=np.uint8)
     buf = io.BytesIO()
     np.savez(buf, **arrays)
@@ -130,22 +134,39 @@ def _first_line(e: BaseException) -> str:
     return f"{type(e).__name__}: {text.splitlines()[0]}" if text else type(e).__name__
 
 
-def _validated(data: dict, meta: dict, fingerprint: dict | None) -> dict:
-    """The state, every field checked: :class:`_Corrupt` names the first that is wrong."""
-    for key in ("centers", "centers_prev", "init"):
-        arr = data.get(key)
-        if not isinstance(arr, np.ndarray) or arr.ndim != 2 or arr.dtype.kind != "f" or arr.shape != data["centers"].shape:
-            raise _Corrupt(f"{key} is not a 2-D float array like the centres")
-        if not np.all(np.isfinite(arr)):
-            raise _Corrupt(f"{key} holds NaN or infinite values")
-    k = (fingerprint or {}).get("k")
-    if k is not None and data["centers"].shape[0] != k:
-        raise _Corrupt(f"{data['centers'].shape[0]} centres, expected {k}")
-    it, history = meta.get("iteration"), meta.get("history", [])
+def _check_progress(it, history) -> None:
     if isinstance(it, bool) or not isinstance(it, int) or not isinstance(history, list):
         raise _Corrupt(f"iteration {it!r} is not a whole number")
     if not (1 <= it <= _MAX_ITERATION and it == len(history)):
         raise _Corrupt(f"iteration {it} does not match its history of {len(history)} iterations")
+
+
+def _validated(data: dict, meta: dict, fingerprint: dict | None) -> dict:
+    """The state, every field checked: :class:`_Corrupt` names the first that is wrong."""
+    runs = meta.get("runs")
+    if runs is not None and (not isinstance(runs, list) or not runs or not all(isinstance(r, dict) for r in runs)):
+        raise _Corrupt("its list of runs is damaged")
+    ndim = 2 if runs is None else 3
+    for key in ("centers", "centers_prev", "init"):
+        arr = data.get(key)
+        if not isinstance(arr, np.ndarray) or arr.ndim != ndim or arr.dtype.kind != "f" \
+                or arr.shape != data["centers"].shape:
+            raise _Corrupt(f"{key} is not a {ndim}-D float array like the centres")
+        if not np.all(np.isfinite(arr)):
+            raise _Corrupt(f"{key} holds NaN or infinite values")
+    if runs is not None and data["centers"].shape[0] != len(runs):
+        raise _Corrupt(f"centres for {data['centers'].shape[0]} runs but progress for {len(runs)}")
+    k = (fingerprint or {}).get("k")
+    if k is not None and data["centers"].shape[-2] != k:
+        raise _Corrupt(f"{data['centers'].shape[-2]} centres, expected {k}")
+    it, history = meta.get("iteration"), meta.get("history", [])
+    if runs is None:
+        _check_progress(it, history)
+    else:
+        for r in runs:
+            _check_progress(r.get("iteration"), r.get("history"))
+        if it != max(r["iteration"] for r in runs):
+            raise _Corrupt(f"iteration {it!r} is not the furthest run's")
     rng_state = None
     if "rng_keys" in data and "rng" in meta:
         r, keys = meta["rng"], data["rng_keys"]
@@ -154,17 +175,15 @@ def _validated(data: dict, meta: dict, fingerprint: dict | None) -> dict:
             raise _Corrupt("the random generator's state is damaged")
         rng_state = (str(r.get("bit_generator")), keys, r["pos"], int(r.get("has_gauss", 0)),
                      float(r.get("cached_gaussian", 0.0)))
-    return {
-        "iteration": it,
-        "centers": data["centers"],
-        "centers_prev": data["centers_prev"],
-        "init": data["init"],
-        "history": history,
-        "converged": bool(meta.get("converged")),
-        "strict": bool(meta.get("strict")),
-        "rng_state": rng_state,
-        "fingerprint": meta.get("fingerprint", {}),
-    }
+    common = {"iteration": it, "converged": bool(meta.get("converged")), "rng_state": rng_state,
+              "fingerprint": meta.get("fingerprint", {})}
+    if runs is not None:
+        return {**common, "runs": [
+            {"iteration": r["iteration"], "centers": data["centers"][j], "centers_prev": data["centers_prev"][j],
+             "init": data["init"][j], "history": r["history"], "converged": bool(r.get("converged")),
+             "strict": bool(r.get("strict"))} for j, r in enumerate(runs)]}
+    return {**common, "centers": data["centers"], "centers_prev": data["centers_prev"], "init": data["init"],
+            "history": history, "strict": bool(meta.get("strict"))}
 
 
 def load(path, *, fingerprint: dict | None = None) -> dict | None:
@@ -292,14 +311,7 @@ class RunCheckpoint:
         self.fingerprint = fingerprint(settings)
         self.resume = resume
         self.resumed_from = int(resume["iteration"]) if resume is not None else None
-        restarts = settings.n_init > 1 and not str(settings.init).endswith(".npy")
-        if self.path is not None and restarts:
-            logger.warning(
-                "--n-init %d: a checkpoint cannot continue restarts exactly, so this run writes none%s",
-                settings.n_init, " and starts over" if settings.resume else "",
-            )
-            self.path = None
-        elif settings.resume and self.path is None:
+        if settings.resume and self.path is None:
             raise InputError("--resume needs a checkpoint; drop --checkpoint none")
         if self.path is not None and resume is None:
             if settings.resume:
@@ -331,7 +343,8 @@ class RunCheckpoint:
         """Refuse a resume state whose centres are not (k, d): it belongs to other data."""
         if self.resume is None:
             return
-        shape = np.shape(self.resume["centers"])
+        runs = self.resume.get("runs") or [self.resume]
+        shape = next((np.shape(r["centers"]) for r in runs if np.shape(r["centers"]) != (k, d)), (k, d))
         if shape != (k, d):
             raise InputError(f"checkpoint {self.path}: centres of shape {shape}, expected ({k}, {d}) for this data; "
                              f"delete it to start the run over")

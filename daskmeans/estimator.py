@@ -38,7 +38,7 @@ from .kmeans import (
     as_rows,
     backend_name,
     init_centers,
-    lloyd,
+    lloyd_many,
     one_blas_thread,
     pixel_scale,
     predict_labels,
@@ -529,31 +529,21 @@ default "k-means++"
         self._fit(data, sample_weight, on_iteration, resume)
         return self
 
-    def _fit(self, data: _Data, sample_weight, on_iteration, resume) -> da.Array:
-        """Fit on prepared data; returns the (centred, persisted) working array."""
+    def _fit(self, data: _Data, sample_weight, on_iteration, resume, others=()) -> da.Array:
+        """Fit on prepared data; returns the (centred, persisted) working array.
+
+        ``others``: more models (other ``n_clusters``, the same other parameters)
+        fitted in the same passes over the data (:func:`fit_together`).
+        """
         Xd = data.X
         n, d = Xd.shape
-        k = self.n_clusters
-        if k > n:
-            raise InputError(f"n_samples={n} should be >= n_clusters={k}; use fewer clusters or more samples")
-        w = self._check_weights(sample_weight, n)
-        keep, weight, fit_w = None, 1.0, None
-        if w is not None:
-            positive = w > 0
-            values = w[positive]
-            if not positive.all():  # rows of weight 0 take no part in the fit (they still get a label)
-                keep = positive
-                if int(keep.sum()) < k:
-                    raise InputError(
-                        f"only {int(keep.sum())} samples have a positive sample_weight, fewer than n_clusters={k}; "
-                        "use fewer clusters or give more samples a weight"
-                    )
-            if values.max() == values.min():
-                weight = float(values[0])  # equal weights: the unweighted fit (exact sums), inertia scaled
-            else:
-                fit_w = values
+        models = [self, *others]
+        k_max = max(m.n_clusters for m in models)
+        if k_max > n:
+            raise InputError(f"n_samples={n} should be >= n_clusters={k_max}; use fewer clusters or more samples")
+        keep, weight, fit_w = _fit_weights(self._check_weights(sample_weight, n), k_max)
         algorithm = self._resolve_algorithm(Xd, weighted=fit_w is not None)
-        init = self._check_init(d)
+        inits = [m._check_init(d) for m in models]
         split_every = int(self.split_every or params.default("split_every") or 8)
         t0 = time.perf_counter()
         with one_blas_thread(), _verbosity(self.verbose):
@@ -565,31 +555,37 @@ default "k-means++"
             scale = pixel_scale(Xd.dtype)
             tol = tolerance(Xd, float(self.tol), scale, split_every)
             Xfit = Xd if keep is None else Xd[keep]
-            if callable(init):  # called on X as given, its centres taken to the working units
-                init = functools.partial(_bound_init, init, data.given, offset, k, d)
-            best, best_init = self._runs(Xfit, init, offset, split_every, tol, algorithm, on_iteration, resume, fit_w)
-            if keep is None:
+            inits = [functools.partial(_bound_init, init, data.given, offset, m.n_clusters, d) if callable(init)
+                     else init for m, init in zip(models, inits)]  # a callable is called on X as given
+            bests = self._runs(Xfit, inits, offset, split_every, tol, algorithm, on_iteration, resume, fit_w, models)
+            fitted = []
+            for m, (best, best_init) in zip(models, bests):
                 labels = best.labels
-            else:  # the rows left out get their nearest centre too, as in scikit-learn
-                labels = predict_labels(Xd, best.centers, self.metric).persist()
-            if not data.was_dask:
-                labels = to_numpy(labels.compute())
-            if isinstance(labels, np.ndarray):
-                distinct = len(np.unique(labels))
-            else:
-                distinct = int(np.count_nonzero(to_numpy(da.bincount(labels, minlength=k).compute())))
+                if keep is not None:  # the rows left out get their nearest centre too, as in scikit-learn
+                    labels = predict_labels(Xd, best.centers, self.metric).persist()
+                if not data.was_dask:
+                    labels = to_numpy(labels.compute())
+                fitted.append((m, best, best_init, labels, _distinct(labels, m.n_clusters)))
+        for m, best, best_init, labels, distinct in fitted:
+            m._set_fitted(best, best_init, labels, distinct, data.pixels, offset, weight, X_work(Xd), tol, algorithm,
+                          d, time.perf_counter() - t0)
+        return Xd
+
+    def _set_fitted(self, best, best_init, labels, distinct, pixels, offset, weight, wd, tol, algorithm, d, seconds):
+        """The fitted attributes from the best run (and warn as scikit-learn when clusters are missing)."""
+        k = self.n_clusters
         if distinct < k:
             warnings.warn(
                 f"Number of distinct clusters ({distinct}) found smaller than n_clusters ({k}). "
                 "Possibly due to duplicate points in X.",
                 ConvergenceWarning,
-                stacklevel=3,
+                stacklevel=4,
             )
         shift = 0.0 if offset is None else offset
         self._offset = offset
-        self._pixels = data.pixels
+        self._pixels = pixels
         self._centers_fit = np.array(best.centers, dtype=np.float64)
-        self.cluster_centers_ = (best.centers + shift).astype(X_work(Xd))
+        self.cluster_centers_ = (best.centers + shift).astype(wd)
         self._centers_out = self.cluster_centers_.copy()
         self.init_centers_ = best_init + shift
         self.labels_ = labels
@@ -600,8 +596,7 @@ default "k-means++"
         self.algorithm_ = algorithm
         self.tol_ = tol
         self.n_features_in_ = d
-        self.fit_seconds_ = time.perf_counter() - t0
-        return Xd
+        self.fit_seconds_ = seconds
 
     def _centre(self, Xd: da.Array):
         """Float data minus its column means (scikit-learn centres X too), checked finite on the way."""
@@ -618,46 +613,63 @@ default "k-means++"
             Xc = Xc.persist()
         return Xc, offset
 
-    def _runs(self, Xd, init, offset, split_every, tol, algorithm, on_iteration, resume, sample_weight=None):
-        """``n_init`` runs of the engine on centred data; the best result and its initial centres."""
-        rng = check_random_state(self.random_state)
+    def _runs(self, Xd, inits, offset, split_every, tol, algorithm, on_iteration, resume, sample_weight, models):
+        """Every model's ``n_init`` runs on centred data, all sharing every pass over it
+        (:func:`~daskmeans.kmeans.lloyd_many`); per model, the best result (with its labels)
+        and its initial centres. Each run equals the run alone from the same initial centres."""
         shift = 0.0 if offset is None else offset
-        n_runs = self._n_init  # n_init resolved by _check_init (1 for an array)
-        if resume is not None and offset is not None:
-            resume = {**resume, **{key: np.asarray(resume[key], dtype=np.float64) - offset
-                                   for key in ("centers", "centers_prev", "init") if key in resume}}
-        best = best_init = None
-        for run in range(n_runs):
-            if resume is not None:
-                centers0 = np.asarray(resume["init"], dtype=np.float64)
-            elif isinstance(init, str) or callable(init):
-                t_init = time.perf_counter()
-                logger.info("initialising %d centres (%s)...", self.n_clusters, init)
-                centers0 = init_centers(Xd, self.n_clusters, init, rng, split_every, sample_weight)
-                if init == "uniform":  # uniform in [0, 1]^d in X's units, not the centred ones
-                    centers0 = centers0 - shift
-                logger.info("Initialization complete: initial centres ready in %.1f s", time.perf_counter() - t_init)
-            else:
-                centers0 = init - shift
-            report = None
-            if on_iteration is not None:
-                def report(state, c0=centers0):
-                    state = {**state, "init": c0}
+        owner = [j for j, m in enumerate(models) for _ in range(m._n_init)]
+        states = _resume_states(resume, len(owner), offset)
+        if states is not None:
+            starts = [np.asarray(st["init"], dtype=np.float64) for st in states]
+        else:
+            starts = []
+            for m, init in zip(models, inits):  # each model's runs drawn one after the other from its generator
+                rng = check_random_state(m.random_state)
+                starts += [m._initial_centers(Xd, init, rng, split_every, sample_weight, shift) for _ in range(m._n_init)]
+        report = None
+        if on_iteration is not None:
+            def report(run_states):
+                full = []
+                for st, c0 in zip(run_states, starts):
+                    st = {**st, "init": c0}
                     if offset is not None:
-                        state.update({key: np.asarray(state[key], dtype=np.float64) + offset
-                                      for key in ("centers", "centers_prev", "init")})
-                    on_iteration(state)
-            result = lloyd(
-                Xd, centers0, max_iter=self.max_iter, tol=tol, metric=self.metric, split_every=split_every,
-                on_iteration=report, resume=resume, algorithm=algorithm, progress=bool(self.verbose),
-                sample_weight=sample_weight,
-            )
-            resume = None
-            if n_runs > 1:
-                logger.info("run %d/%d: inertia %.6g", run + 1, n_runs, result.inertia)
-            if best is None or result.inertia < best.inertia:
-                best, best_init = result, np.asarray(centers0, dtype=np.float64)
-        return best, best_init
+                        st.update({key: np.asarray(st[key], dtype=np.float64) + offset
+                                   for key in ("centers", "centers_prev", "init")})
+                    full.append(st)
+                on_iteration(full[0] if len(full) == 1 else
+                             {"iteration": max(st["iteration"] for st in full), "runs": full})
+        results = lloyd_many(
+            Xd, starts, max_iter=self.max_iter, tol=tol, metric=self.metric, split_every=split_every,
+            on_iteration=report, resume=states, algorithm=algorithm, progress=bool(self.verbose),
+            sample_weight=sample_weight,
+        )
+        out = []
+        for j, m in enumerate(models):
+            mine = [r for r, o in enumerate(owner) if o == j]
+            best = mine[0]
+            for r in mine:
+                if m._n_init > 1:
+                    logger.info("k=%d run %d/%d: inertia %.6g", m.n_clusters, r - mine[0] + 1, m._n_init,
+                                results[r].inertia)
+                if results[r].inertia < results[best].inertia:
+                    best = r
+            result = results[best]
+            result.labels = predict_labels(Xd, result.centers, self.metric).persist()
+            out.append((result, np.asarray(starts[best], dtype=np.float64)))
+        return out
+
+    def _initial_centers(self, Xd, init, rng, split_every, sample_weight, shift):
+        """One run's initial centres (centred units), drawn from ``rng``."""
+        if not (isinstance(init, str) or callable(init)):
+            return init - shift
+        t_init = time.perf_counter()
+        logger.info("initialising %d centres (%s)...", self.n_clusters, init)
+        centers0 = init_centers(Xd, self.n_clusters, init, rng, split_every, sample_weight)
+        if init == "uniform":  # uniform in [0, 1]^d in X's units, not the centred ones
+            centers0 = centers0 - shift
+        logger.info("Initialization complete: initial centres ready in %.1f s", time.perf_counter() - t_init)
+        return centers0
 
     def fit_predict(self, X, y=None, sample_weight=None):
         """Fit and return ``labels_`` (a dask array for dask input)."""
@@ -759,3 +771,76 @@ default "k-means++"
                 ) from None
             state["labels_"] = da.from_array(values, chunks=labels.chunks)
         return state
+
+
+def _resume_states(resume, n_runs: int, offset):
+    """The runs' states to continue from (centred units), or None to start afresh.
+
+    One run: ``resume`` is its state; several: ``{"runs": [state, ...]}`` as the
+    fit's ``on_iteration`` gave them. A state for another number of runs is refused.
+    """
+    if resume is None:
+        return None
+    states = resume.get("runs") if isinstance(resume, dict) and "runs" in resume else [resume]
+    if len(states) != n_runs:
+        raise InputError(
+            f"the resume state holds {len(states)} run(s) but n_init={n_runs}; resume with the n_init that wrote it"
+        )
+    if offset is None:
+        return [dict(st) for st in states]
+    return [{**st, **{key: np.asarray(st[key], dtype=np.float64) - offset
+                      for key in ("centers", "centers_prev", "init") if key in st}} for st in states]
+
+
+def _fit_weights(w, k: int):
+    """``(keep, weight, fit_w)`` from checked weights: the rows in the fit (None: all), the
+    common weight of equal weights (which scales the inertia), or the unequal ones."""
+    if w is None:
+        return None, 1.0, None
+    positive = w > 0
+    values = w[positive]
+    keep = None
+    if not positive.all():  # rows of weight 0 take no part in the fit (they still get a label)
+        keep = positive
+        if int(keep.sum()) < k:
+            raise InputError(
+                f"only {int(keep.sum())} samples have a positive sample_weight, fewer than n_clusters={k}; "
+                "use fewer clusters or give more samples a weight"
+            )
+    if values.max() == values.min():
+        return keep, float(values[0]), None  # equal weights: the unweighted fit (exact sums), inertia scaled
+    return keep, 1.0, values
+
+
+def _distinct(labels, k: int) -> int:
+    """The number of clusters that have rows."""
+    if isinstance(labels, np.ndarray):
+        return len(np.unique(labels))
+    return int(np.count_nonzero(to_numpy(da.bincount(labels, minlength=k).compute())))
+
+
+def fit_together(models: list, X, sample_weight=None) -> list:
+    """Fit several :class:`KMeans` that differ only in ``n_clusters``, sharing every pass over ``X``.
+
+    Each model ends exactly as ``model.fit(X, sample_weight=sample_weight)``
+    would leave it (the same initial centres from its own ``random_state``, the
+    same iterations), but one task per worker thread and iteration serves all
+    of their runs: the data is read once per iteration, not once per model.
+    Used by :func:`daskmeans.sweep.sweep`. Returns ``models``.
+    """
+    models = list(models)
+    if not models:
+        return models
+    first = models[0]
+    mine = {key: v for key, v in first.get_params().items() if key != "n_clusters"}
+    for m in models:
+        other = {key: v for key, v in m.get_params().items() if key != "n_clusters"}
+        if not isinstance(m, KMeans) or repr(other) != repr(mine):
+            raise InputError("fit_together needs KMeans models that differ only in n_clusters; fit the others "
+                             "one by one")
+        m._check_params()
+    data = first._prepare(X, fitting=True)
+    for m in models[1:]:
+        _check_feature_names(m, X, reset=True)
+    first._fit(data, sample_weight, None, None, others=models[1:])
+    return models

@@ -31,7 +31,7 @@ from .graph import blocks as _blocks
 from .graph import host as _host
 from .graph import offsets as _offsets
 from .graph import tree_reduce as _tree
-from .algorithms.base import merged, with_weights
+from .algorithms.base import many_group, merged, with_weights
 from .placement import Placement
 from .progress import bar as progress_bar
 
@@ -312,44 +312,107 @@ def lloyd(
     sample_weight : ndarray (n,) float64 or None
         Row weights (scikit-learn's): weighted means and inertia; Lloyd only.
     """
-    scale = pixel_scale(X.dtype)
-    wd = X_work(X)
-    weighted = sample_weight is not None
-    algorithm = algorithms.resolve(algorithm, X.dtype, metric, backend_name(X), weighted)
-    loop = LoopState.begin(centers, resume, max_iter, wd)
-    if persist is None:
-        persist = _is_persisted(X)
-    # one BLAS thread: the labels' arithmetic must not depend on BLAS's thread split (kernels' doc)
-    with one_blas_thread(), Placement(X, persist=persist, split_every=split_every, weights=sample_weight) as placement, \
-            progress_bar(max(max_iter - loop.start, 0), f"k-means ({algorithm})", enabled=progress, unit="iter") as bar:
-        algo = algorithms.ALGORITHMS[algorithm](placement, scale=scale, metric=metric)
-        for i in range(loop.start, max_iter):
-            step = _iterate(loop, algo, placement, i, tol, scale, metric, wd, X.shape[0])
-            bar.update(1, inertia=f"{step.inertia:.6g}", changed=step.changed)
-            if on_iteration is not None:
-                on_iteration(loop.as_dict())
-            if loop.converged:
-                break
-        if loop.strict and loop.history:
-            inertia = loop.history[-1]["inertia"]  # the same labels; the step's inertia (exact totals for Hamerly)
-        else:
-            shared = {"centers": loop.centers.astype(wd), "scale": scale, "metric": metric}
-            inertia = placement.run(_inertia_group, shared, None)
-
+    (result,) = lloyd_many(
+        X, [centers], max_iter=max_iter, tol=tol, metric=metric, split_every=split_every,
+        on_iteration=None if on_iteration is None else (lambda states: on_iteration(states[0])),
+        resume=None if resume is None else [resume], algorithm=algorithm, persist=persist, progress=progress,
+        sample_weight=sample_weight,
+    )
     # the labels of the final centres (the last step's when strictly converged), per chunk
     with one_blas_thread():
-        labels = predict_labels(X, loop.centers, metric).persist()
+        result.labels = predict_labels(X, result.centers, metric).persist()
+    return result
+
+
+def lloyd_many(
+    X: da.Array,
+    centers_list: list,
+    *,
+    max_iter: int = 300,
+    tol: float = 0.0,
+    metric: str = "l2",
+    split_every: int = 8,
+    on_iteration=None,
+    resume: list | None = None,
+    algorithm: str = "lloyd",
+    persist: bool | None = None,
+    progress: bool = False,
+    sample_weight: np.ndarray | None = None,
+) -> list[LloydResult]:
+    """Several runs (restarts, or several k) of :func:`lloyd` sharing every pass over the data.
+
+    One task per group and iteration serves every run still going: the group
+    reads its chunks once and runs each run's step on them in turn
+    (:func:`~daskmeans.algorithms.base.many_group`): the same kernel calls, tiles
+    and per-chunk state as the run alone, so each result is identical to
+    :func:`lloyd` from the same centres. Each run converges (and stops) on its
+    own. ``on_iteration`` receives the list of the runs' states, ``resume``
+    takes such a list back. The results' ``labels`` are None: compute the
+    labels of the run you keep with :func:`predict_labels`.
+    """
+    scale = pixel_scale(X.dtype)
+    wd = X_work(X)
+    algorithm = algorithms.resolve(algorithm, X.dtype, metric, backend_name(X), sample_weight is not None)
+    resume = list(resume) if resume is not None else [None] * len(centers_list)
+    loops = [LoopState.begin(c, r, max_iter, wd) for c, r in zip(centers_list, resume)]
+    start = min((lp.start for lp in loops), default=max_iter)
+    if persist is None:
+        persist = _is_persisted(X)
+    many = len(loops) > 1
+    desc = f"k-means ({algorithm})" + (f" x {len(loops)}" if many else "")
+    # one BLAS thread: the labels' arithmetic must not depend on BLAS's thread split (kernels' doc)
+    with one_blas_thread(), Placement(X, persist=persist, split_every=split_every, weights=sample_weight) as placement, \
+            progress_bar(max(max_iter - start, 0), desc, enabled=progress, unit="iter") as bar:
+        algos = [algorithms.ALGORITHMS[algorithm](placement, scale=scale, metric=metric) for _ in loops]
+        for i in range(start, max_iter):
+            active = [r for r, lp in enumerate(loops) if not lp.converged and lp.start <= i]
+            if not active:
+                break
+            t0 = time.perf_counter()
+            used = {r: loops[r].centers.astype(wd) for r in active}
+            parts = {r: algos[r].prepare(used[r], loops[r].prev_used, i + 1) for r in active}
+            partials = (placement.run(many_group, {"parts": parts}, i + 1) if many
+                        else (placement.run(*parts[active[0]], i + 1),))
+            for r, partial in zip(active, partials):
+                step = algos[r].finish(partial)
+                label = f"run {r + 1}/{len(loops)}: " if many else ""
+                _advance(loops[r], algos[r], placement, step, used[r], i, tol, scale, metric, X.shape[0], t0, label)
+            last = [loops[r].history[-1] for r in active]
+            bar.update(1, inertia=f"{min(h['inertia'] for h in last):.6g}", changed=sum(h["changed"] for h in last))
+            if on_iteration is not None:
+                on_iteration([lp.as_dict() for lp in loops])
+        inertias = _final_inertias(placement, loops, wd, scale, metric)
+    results = []
+    for r, (lp, inertia) in enumerate(zip(loops, inertias)):
+        _log_end(lp, tol, f"run {r + 1}/{len(loops)}: " if many else "")
+        results.append(LloydResult(centers=lp.centers, labels=None, inertia=float(inertia), n_iter=len(lp.history),
+                                   converged=lp.converged, strict=lp.strict, history=lp.history))
+    return results
+
+
+def _final_inertias(placement, loops, wd, scale, metric) -> list:
+    """Each run's inertia for its final centres: its last step's when strictly converged
+    (the same labels; exact totals for Hamerly), else one pass shared by the others."""
+    out = [lp.history[-1]["inertia"] if lp.strict and lp.history else None for lp in loops]
+    todo = {r: (_inertia_group, {"centers": lp.centers.astype(wd), "scale": scale, "metric": metric})
+            for r, lp in enumerate(loops) if out[r] is None}
+    if len(todo) == 1 and len(loops) == 1:
+        out[0] = placement.run(*todo[0], None)
+    elif todo:
+        for r, value in zip(sorted(todo), placement.run(many_group, {"parts": todo}, None)):
+            out[r] = value
+    return out
+
+
+def _log_end(loop, tol, label=""):
     n_iter = len(loop.history)
-    if loop.converged:
-        if loop.strict:
-            logger.info("Converged at iteration %d: strict convergence.", n_iter)
-        else:
-            logger.info("Converged at iteration %d: center shift %.3g within tolerance %.3g.", n_iter,
-                        loop.history[-1]["shift"] if loop.history else 0.0, tol)
+    if loop.converged and loop.strict:
+        logger.info("%sConverged at iteration %d: strict convergence.", label, n_iter)
+    elif loop.converged:
+        logger.info("%sConverged at iteration %d: center shift %.3g within tolerance %.3g.", label, n_iter,
+                    loop.history[-1]["shift"] if loop.history else 0.0, tol)
     else:
-        logger.info("stopped after max_iter=%d iterations without converging", n_iter)
-    return LloydResult(centers=loop.centers, labels=labels, inertia=float(inertia), n_iter=n_iter,
-                       converged=loop.converged, strict=loop.strict, history=loop.history)
+        logger.info("%sstopped after max_iter=%d iterations without converging", label, n_iter)
 
 
 @dataclass
@@ -381,15 +444,12 @@ class LoopState:
     def as_dict(self) -> dict:
         """The state :func:`lloyd`'s ``on_iteration`` receives (and ``resume`` takes back)."""
         return {"iteration": len(self.history), "centers": self.centers,
-                "centers_prev": self.prev_used.astype(np.float64), "history": self.history,
+                "centers_prev": self.prev_used.astype(np.float64), "history": list(self.history),
                 "converged": self.converged, "strict": self.strict}
 
 
-def _iterate(loop, algo, placement, i, tol, scale, metric, wd, n):
-    """Step, relocate, update, record, converge: iteration ``i + 1``."""
-    t0 = time.perf_counter()
-    used = loop.centers.astype(wd)
-    step = algo.step(used, loop.prev_used, i + 1)
+def _advance(loop, algo, placement, step, used, i, tol, scale, metric, n, t0, label=""):
+    """Relocate, update, record, converge: iteration ``i + 1`` of one run, after its ``step`` with ``used``."""
     empty = np.flatnonzero(step.counts == 0)
     if empty.size:
         _relocate_empty(placement, used, step.sums, step.counts, empty, scale, metric)
@@ -399,16 +459,15 @@ def _iterate(loop, algo, placement, i, tol, scale, metric, wd, n):
     new[nz] = step.sums[nz] / step.counts[nz, None] * scale
     shift = float(((new - loop.centers) ** 2).sum())
     loop.prev_used, loop.centers = used, new
-    loop.history.append(_record(i + 1, step, shift, int(empty.size), time.perf_counter() - t0, n))
+    loop.history.append(_record(i + 1, step, shift, int(empty.size), time.perf_counter() - t0, n, label))
     # scikit-learn's order: strict convergence first (labels unchanged), then tol.
     if i > 0 and step.changed == 0:
         loop.strict = loop.converged = True
     elif shift <= tol:
         loop.converged = True
-    return step
 
 
-def _record(iteration, step, shift, empty, seconds, n):
+def _record(iteration, step, shift, empty, seconds, n, label=""):
     """One line of history (and of the log)."""
     rec = {"iteration": iteration, "inertia": step.inertia, "shift": shift, "changed": step.changed,
            "empty": empty, "seconds": seconds}
@@ -416,8 +475,8 @@ def _record(iteration, step, shift, empty, seconds, n):
     if step.computed is not None:
         rec["computed"] = step.computed
         extra = f"  ({step.computed / max(n, 1):.0%} of rows measured)"
-    logger.info("Iteration %d, inertia %.6g, shift %.3g, changed %d, %.2fs%s", iteration, step.inertia, shift,
-                step.changed, seconds, extra)
+    logger.info("%sIteration %d, inertia %.6g, shift %.3g, changed %d, %.2fs%s", label, iteration, step.inertia,
+                shift, step.changed, seconds, extra)
     return rec
 
 

@@ -88,8 +88,12 @@ INLINE_BYTES = 8 * 2**20
 
 
 def _nbytes(obj) -> int:
-    """Bytes of the arrays in a dict of shared arguments."""
-    return sum(getattr(v, "nbytes", 64) for v in obj.values()) if isinstance(obj, dict) else 64
+    """Bytes of the arrays in (nested dicts, tuples and lists of) shared arguments."""
+    if isinstance(obj, dict):
+        return sum(_nbytes(v) for v in obj.values())
+    if isinstance(obj, (tuple, list)):
+        return sum(_nbytes(v) for v in obj)
+    return getattr(obj, "nbytes", 64)
 
 
 def _identity(x):

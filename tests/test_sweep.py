@@ -126,7 +126,7 @@ def test_output_folder_contents(blobs_sweep):
     saved = json.loads((out / "sweep.json").read_text())
     assert saved["ks"] == [2, 3, 4, 5, 6, 7, 8]
     assert [r["k"] for r in saved["rows"]] == saved["ks"]
-    assert saved["best"]["silhouette"] == 5 and saved["shared_passes"] is False
+    assert saved["best"]["silhouette"] == 5 and saved["shared_passes"] is True
     page = (out / "sweep.html").read_text()
     assert page.count("data:image/png;base64,") == 4 and "<td>5</td>" in page
     assert "http" not in page.replace("http-equiv", "")  # self-contained

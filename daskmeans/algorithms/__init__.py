@@ -5,6 +5,10 @@ An algorithm is a small object made from a :class:`~daskmeans.placement.Placemen
 - ``step(centers, prev, iteration) -> StepResult``: one pass over the data with
   ``centers`` (the work dtype, centres' units); ``prev`` are the centres of the
   previous step (None on the first), which a group uses to rebuild lost state.
+  It is ``finish(placement.run(*prepare(centers, prev, iteration), iteration))``:
+  ``prepare`` gives the group function and its arguments, ``finish`` turns the
+  summed partial into the result, so several runs can share one pass
+  (:func:`~daskmeans.algorithms.base.many_group`).
 - ``invalidate()``: the client changed the clusters behind the workers' backs
   (an empty cluster took a row): the next step recounts everything.
 

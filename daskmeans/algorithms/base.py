@@ -64,3 +64,23 @@ def with_weights(blocks: list, offsets: list, weights) -> list:
         out.append((b, o, weights[start : start + b.shape[0]]))
         start += b.shape[0]
     return out
+
+
+def many_group(states, blocks, offsets, shared):
+    """Several runs' group functions over one group's chunks, in one task: a pass shared by runs.
+
+    ``shared["parts"]``: ``{run id: (group function, its shared arguments)}``; each
+    run keeps its own per-chunk state (``states`` maps run id -> state) and makes
+    exactly the kernel calls it makes alone, so sharing a pass changes no result.
+    Returns the runs' partials as a tuple in the order of their sorted ids.
+    """
+    weights = shared.get("weights")
+    states = states or {}
+    new, parts = {}, []
+    for rid in sorted(shared["parts"]):
+        func, sh = shared["parts"][rid]
+        if weights is not None:
+            sh = {**sh, "weights": weights}
+        new[rid], part = func(states.get(rid), blocks, offsets, sh)
+        parts.append(part)
+    return new, tuple(parts)

@@ -93,14 +93,21 @@ class Hamerly:
         self.prev_raw = None
         self.S = self.N = self.Q = None
 
-    def step(self, centers, prev, iteration: int) -> StepResult:
+    def prepare(self, centers, prev, iteration: int):
+        """The group function and its shared arguments for one step (see :meth:`step`)."""
         raw = np.asarray(centers, dtype=np.float64) / self.scale  # what the kernel sees, raw units
         shared = {"centers": centers, "prev": prev, "scale": self.scale, "full": self.full_next,
                   "shifts": None, "half_sep": None}
         if not self.full_next:
             shared["shifts"] = np.sqrt(((raw - self.prev_raw) ** 2).sum(axis=1)) * (1 + 1e-12)  # never understated
             shared["half_sep"] = 0.5 * nearest_other(raw)
-        d_sums, d_counts, d_sq, changed, computed = self.placement.run(hamerly_group, shared, iteration)
+        self._raw = raw
+        return hamerly_group, shared
+
+    def finish(self, partial) -> StepResult:
+        """The step's result from the groups' summed ``partial``."""
+        d_sums, d_counts, d_sq, changed, computed = partial
+        raw = self._raw
         if self.full_next:
             self.S = np.array(d_sums, dtype=np.float64)
             self.N = np.array(d_counts, dtype=np.int64)
@@ -114,6 +121,10 @@ class Hamerly:
         inertia = float(per.sum() * self.scale * self.scale)
         self.prev_raw, self.full_next = raw, False
         return StepResult(self.S.copy(), self.N.copy(), inertia, int(changed), int(computed))
+
+    def step(self, centers, prev, iteration: int) -> StepResult:
+        func, shared = self.prepare(centers, prev, iteration)
+        return self.finish(self.placement.run(func, shared, iteration))
 
     def invalidate(self) -> None:
         """A row moved on the client only: recount everything in the next step."""

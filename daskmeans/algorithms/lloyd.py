@@ -30,14 +30,22 @@ class Lloyd:
     def __init__(self, placement, *, scale: float, metric: str):
         self.placement, self.scale, self.metric = placement, scale, metric
 
-    def step(self, centers, prev, iteration: int) -> StepResult:
-        shared = {"centers": centers, "prev": prev, "scale": self.scale, "metric": self.metric}
-        sums, counts, inertia, changed = self.placement.run(lloyd_group, shared, iteration)
+    def prepare(self, centers, prev, iteration: int):
+        """The group function and its shared arguments for one step (see :meth:`step`)."""
+        return lloyd_group, {"centers": centers, "prev": prev, "scale": self.scale, "metric": self.metric}
+
+    def finish(self, partial) -> StepResult:
+        """The step's result from the groups' summed ``partial``."""
+        sums, counts, inertia, changed = partial
         weighted = self.placement.weights is not None  # counts are total weights
         return StepResult(
             np.array(sums, dtype=np.float64), np.array(counts, dtype=np.float64 if weighted else np.int64),
             float(inertia), int(changed)
         )
+
+    def step(self, centers, prev, iteration: int) -> StepResult:
+        func, shared = self.prepare(centers, prev, iteration)
+        return self.finish(self.placement.run(func, shared, iteration))
 
     def invalidate(self) -> None:
         """Nothing to do: every step measures every row."""
