@@ -76,6 +76,8 @@ def many_group(states, blocks, offsets, shared):
     """
     weights = shared.get("weights")
     states = states or {}
+    pairs = merged(blocks, offsets)  # once for all runs (each run's own call then finds nothing to merge)
+    blocks, offsets = [b for b, _ in pairs], [o for _, o in pairs]
     new, parts = {}, []
     for rid in sorted(shared["parts"]):
         func, sh = shared["parts"][rid]
