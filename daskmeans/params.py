@@ -183,15 +183,15 @@ _DECLARED = [
     # -- features (daskmeans.features): fitted on the training split, applied to every split ----
     _p(name="features", kind="str", default="raw", choices=("raw", "pca", "patches"), flag="--features",
        help="what k-means clusters: raw pixels, pca (whitened principal components, --pca-dim) or patches "
-            "(Coates-Lee-Ng single-layer features: a patch dictionary learned by k-means, 4 x "
-            "--dictionary-size features per image); no labels are used"),
+            "(Coates-Lee-Ng single-layer features: a patch dictionary learned by k-means, pooled over a "
+            "3 x 3 grid, standardised, whitened PCA to 30 dimensions); no labels are used"),
     _p(name="pca_dim", kind="int", default=100, low=1, high=3072, flag="--pca-dim", metavar="D",
        what="the number of components", help="--features pca: components kept (whitened)"),
     _p(name="patch_size", kind="int", default=6, low=2, high=32, flag="--patch-size", metavar="P",
        what="the patch side", help="--features patches: side of the square patches, in pixels"),
     _p(name="patch_stride", kind="int", default=2, low=1, high=32, flag="--patch-stride", metavar="S",
        what="the step between patches", help="--features patches: step between encoded patch positions"),
-    _p(name="dictionary_size", kind="int", default=256, low=2, flag="--dictionary-size", metavar="K",
+    _p(name="dictionary_size", kind="int", default=400, low=2, flag="--dictionary-size", metavar="K",
        what="the number of dictionary centres", help="--features patches: centres of the patch dictionary"),
     _p(name="patch_samples", kind="int", default=200_000, low=2, flag="--patch-samples", metavar="N",
        what="the number of patches", help="--features patches: random training patches the whitening and the "

@@ -69,7 +69,7 @@ class Settings:
     pca_dim: int = 100
     patch_size: int = 6
     patch_stride: int = 2
-    dictionary_size: int = 256
+    dictionary_size: int = 400
     patch_samples: int = 200_000
 
     def validate(self) -> None:
@@ -122,7 +122,7 @@ class Settings:
 
     def n_features(self) -> int:
         """Features per image that k-means sees."""
-        return {"pca": self.pca_dim, "patches": 4 * self.dictionary_size}.get(self.features, 32 * 32 * 3)
+        return features.n_features(self.features, self.feature_options())
 
 
 def load_init(path: str, k: int, d: int) -> np.ndarray:

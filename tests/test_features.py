@@ -16,8 +16,10 @@ from daskmeans.errors import InputError
 from daskmeans.features.patches import (
     PatchFeaturizer,
     fit_zca,
+    grid_pool,
     normalise,
     patch_rows,
+    pool_edges,
     quadrant_pool,
     sample_patches,
     triangle,
@@ -167,7 +169,7 @@ def small_patch_fit():
     imgs = _images(48, seed=3, hw=12)
     with dask.config.set(scheduler="threads"):
         return imgs, features.fit("patches", da.from_array(imgs, chunks=(16, -1, -1, -1)), size=4, stride=2,
-                                  n_centers=6, n_patches=600, seed=0, max_iter=10)
+                                  n_centers=6, n_patches=600, seed=0, max_iter=10, pool=2, reduce_dim=0)
 
 
 def test_patch_features_are_standardised_and_chunking_invariant(small_patch_fit):
@@ -183,10 +185,57 @@ def test_patch_features_are_standardised_and_chunking_invariant(small_patch_fit)
     np.testing.assert_allclose(f.transform(imgs.reshape(48, -1)).compute(), outs[0], atol=1e-5)
 
 
-def test_featurizers_pickle_and_save(tmp_path, small_patch_fit):
+def test_grid_pool_against_a_direct_loop():
+    assert pool_edges(13, 2) == [0, 7, 13]  # quadrants: the first half has ceil(n / 2) positions
+    assert pool_edges(14, 3) == [0, 5, 9, 14] and pool_edges(7, 3) == [0, 2, 5, 7]
+    rng = np.random.default_rng(4)
+    F = rng.uniform(0, 1, size=(2, 7 * 6, 3))
+    cells_r, cells_c = [(0, 2), (2, 5), (5, 7)], [(0, 2), (2, 4), (4, 6)]  # pool_edges(6, 3) = [0, 2, 4, 6]
+    expect = np.zeros((2, 27))
+    for b in range(2):
+        A = F[b].reshape(7, 6, 3)
+        cells = [A[r0:r1, c0:c1].sum((0, 1)) for r0, r1 in cells_r for c0, c1 in cells_c]
+        expect[b] = np.concatenate(cells)
+    np.testing.assert_allclose(grid_pool(F, 7, 6, 3), expect, rtol=1e-12)
+    np.testing.assert_allclose(grid_pool(F, 7, 6, 1), F.sum(1), rtol=1e-12)
+
+
+@pytest.fixture(scope="module")
+def reduced_patch_fit():
+    imgs = _images(80, seed=6, hw=12)
+    with dask.config.set(scheduler="threads"):
+        feat, F = features.fit_transform("patches", da.from_array(imgs, chunks=(25, -1, -1, -1)), size=4,
+                                         stride=2, n_centers=6, n_patches=600, seed=0, max_iter=10, pool=3,
+                                         reduce_dim=5)
+        return imgs, feat, F.compute()
+
+
+def test_reduced_patch_features_are_the_whitened_pca_of_numpy_svd(reduced_patch_fit):
+    imgs, f, F = reduced_patch_fit
+    assert f.n_features == 5 and f.pooled_features == 54 and F.shape == (80, 5) and F.dtype == np.float32
+    assert features.n_features("patches", f.options) == 5
+    assert features.n_features("patches", {**f.options, "reduce_dim": 0}) == 54
+    # the standardised 3 x 3-pooled features (54 = 9 cells x 6 centres), then NumPy's SVD of them
+    S = f.encode(imgs, standardise=True).compute().astype(np.float64)
+    assert S.shape == (80, 54)
+    mean = S.mean(axis=0)
+    _, sv, Vt = np.linalg.svd(S - mean, full_matrices=False)
+    Z = (S - mean) @ Vt[:5].T / (sv[:5] / np.sqrt(80 - 1))  # whitened: unit variance per component
+    signs = np.sign(np.sum(Z * F, axis=0))  # each axis up to its sign
+    np.testing.assert_allclose(F, Z * signs, rtol=1e-3, atol=1e-3)
+    np.testing.assert_allclose(np.cov(F, rowvar=False), np.eye(5), atol=1e-3)
+    # transform = the training fit applied to other images (the test split): the same mean and axes
+    other = _images(7, seed=9, hw=12)
+    So = f.encode(other, standardise=True).compute().astype(np.float64)
+    np.testing.assert_allclose(f.transform(da.from_array(other, chunks=(3, -1, -1, -1))).compute(),
+                               (So - mean) @ Vt[:5].T / (sv[:5] / np.sqrt(79)) * signs, rtol=1e-3, atol=1e-3)
+    np.testing.assert_allclose(f.transform(imgs).compute(), F, rtol=1e-5, atol=1e-5)
+
+
+def test_featurizers_pickle_and_save(tmp_path, small_patch_fit, reduced_patch_fit):
     imgs, fp = small_patch_fit
     fpca = features.fit_pca(imgs.reshape(48, -1), dim=4)
-    for f in (fp, fpca, features.Featurizer()):
+    for f in (fp, reduced_patch_fit[1], fpca, features.Featurizer()):
         g = pickle.loads(pickle.dumps(f))
         assert g == f
         f.save(tmp_path / "f.npz")
@@ -201,6 +250,10 @@ def test_bad_feature_kind_and_options():
         features.fit("sift", _images())
     with pytest.raises(InputError, match="no option"):
         features.fit("pca", _images(), n_centers=4)
+    with pytest.raises(InputError, match=r"reduce_dim=40 must be between 0 \(off\) and .* = 39"):
+        features.fit("patches", _images(40), size=4, n_centers=6, n_patches=100, reduce_dim=40)
+    with pytest.raises(InputError, match="pooling grid 0"):
+        features.fit("patches", _images(40), size=4, n_centers=6, n_patches=100, pool=0)
 
 
 # -- the command line -------------------------------------------------------------------------------

@@ -13,7 +13,8 @@ dask array in, dask array ``(n, n_features)`` out.
 
 ``raw``      the flat uint8 pixels, unchanged (k-means keeps its exact pixel path)
 ``pca``      :func:`~daskmeans.features.pca.fit_pca`: exact covariance, whitened components (float32)
-``patches``  :func:`~daskmeans.features.patches.fit_patches`: Coates, Lee and Ng (2011) (float32, standardised)
+``patches``  :func:`~daskmeans.features.patches.fit_patches`: Coates, Lee and Ng (2011) (float32, standardised,
+             then whitened PCA to ``reduce_dim`` dimensions)
 """
 
 from __future__ import annotations
@@ -34,8 +35,22 @@ _REGISTRY = {"raw": Featurizer, "pca": PCAFeaturizer, "patches": PatchFeaturizer
 DEFAULTS = {
     "raw": {},
     "pca": {"dim": 100, "whiten": True, "eps": 0.0},
-    "patches": {"size": 6, "stride": 2, "n_centers": 256, "n_patches": 200_000, "seed": 0, "max_iter": 50},
+    "patches": {"size": 6, "stride": 2, "n_centers": 400, "n_patches": 200_000, "seed": 0, "max_iter": 50,
+                "pool": 3, "reduce_dim": 30},
 }
+
+
+def n_features(kind: str, opts: dict | None = None, n_input: int = 32 * 32 * 3) -> int:
+    """Features per image that ``fit(kind, X, **opts)`` gives (``n_input``: pixels per image, for ``raw``).
+
+    ``opts``: options of :func:`fit` or a fitted featurizer's ``options`` (keys other than fit's are ignored).
+    """
+    o = _options(kind, {k: v for k, v in (opts or {}).items() if k in DEFAULTS.get(kind, ())})
+    if kind == "pca":
+        return int(o["dim"])
+    if kind == "patches":
+        return int(o["reduce_dim"]) or int(o["pool"]) ** 2 * int(o["n_centers"])
+    return int(n_input)
 
 
 def _options(kind: str, opts: dict) -> dict:
@@ -78,5 +93,5 @@ def load(path) -> Featurizer:
 
 
 __all__ = ["DEFAULTS", "KINDS", "Featurizer", "PCAFeaturizer", "PatchFeaturizer", "as_flat", "as_images",
-           "cluster_mean_images", "fit",
+           "cluster_mean_images", "fit", "n_features",
            "fit_pca", "fit_patches", "fit_transform", "load"]
