@@ -251,11 +251,16 @@ def _relocate_empty(placement, centers_used, sums, counts, empty, scale, metric)
 
     The row leaves its old cluster's sums and counts (in place; with sample
     weights, its weighted row and its weight). Rare, so it costs one extra
-    (stateless) pass only in the iterations where it happens.
+    (stateless) pass only in the iterations where it happens. When every row
+    sits on its centre (more clusters than distinct rows) nothing moves, as in
+    scikit-learn (#28055). Returns whether a row moved.
     """
     m = len(empty)
     shared = {"centers": centers_used, "m": m, "scale": scale, "metric": metric}
     dist, idx, rows, labs = placement.run(_farthest_group, shared, None, functools.partial(kernels.merge_farthest, m))
+    if not len(idx) or float(np.max(np.asarray(dist))) == 0.0:
+        logger.info("%d empty cluster(s) %s left empty: every row sits on its centre (duplicates)", m, empty.tolist())
+        return False
     rows = np.asarray(rows, dtype=np.float64).reshape(len(idx), -1)
     weights = placement.weights
     for j, cluster in enumerate(empty[: len(idx)]):
@@ -266,6 +271,7 @@ def _relocate_empty(placement, centers_used, sums, counts, empty, scale, metric)
         sums[cluster] = rows[j] * w
         counts[cluster] = w
     logger.info("%d empty cluster(s) %s relocated to the farthest point(s) %s", m, empty.tolist(), idx.tolist())
+    return True
 
 
 def lloyd(
@@ -451,8 +457,7 @@ class LoopState:
 def _advance(loop, algo, placement, step, used, i, tol, scale, metric, n, t0, label=""):
     """Relocate, update, record, converge: iteration ``i + 1`` of one run, after its ``step`` with ``used``."""
     empty = np.flatnonzero(step.counts == 0)
-    if empty.size:
-        _relocate_empty(placement, used, step.sums, step.counts, empty, scale, metric)
+    if empty.size and _relocate_empty(placement, used, step.sums, step.counts, empty, scale, metric):
         algo.invalidate()
     new = loop.centers.copy()
     nz = step.counts > 0

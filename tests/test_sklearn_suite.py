@@ -849,9 +849,6 @@ def test_kmeans_plusplus_sample_weight_zero(global_random_seed):
     assert_array_equal(indices, ref_indices)  # the same draws as scikit-learn's
 
 
-@pytest.mark.xfail(strict=True, reason="daskmeans relocates an empty cluster even when every row sits on its centre "
-                   "(duplicates); scikit-learn skips relocation when the largest distance is 0 (#28055): a one-line "
-                   "check in daskmeans.kmeans._relocate_empty, the engine's, left to its owner")
 @pytest.mark.parametrize("array_constr", data_containers, ids=data_containers_ids)
 @pytest.mark.parametrize("algorithm", ["lloyd", "elkan"])
 def test_relocating_with_duplicates(algorithm, array_constr):
