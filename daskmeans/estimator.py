@@ -270,13 +270,19 @@ default "k-means++"
         chunks from their source in every iteration (out of core).
     split_every : int or None
         Fan-in of the tree reduction (default: config ``kmeans.split-every``).
-    algorithm : {"auto", "lloyd", "hamerly", "elkan"}, default "auto"
+    algorithm : {"auto", "lloyd", "hamerly", "elkan", "full"}, default "auto"
         "hamerly" keeps per-row distance bounds on the workers and skips the
         distances they prove unnecessary: the same labels, centres and
         iterations as "lloyd" (``metric="l2"`` and uint8 data only). "auto":
         hamerly for l2 on uint8 NumPy chunks, lloyd otherwise. "elkan"
         (scikit-learn's name for its bounds algorithm) is taken as "auto":
-        Lloyd's results either way; ``algorithm_`` says which ran.
+        Lloyd's results either way; ``algorithm_`` says which ran. "full"
+        (dask-ml's and older scikit-learn's name) is "lloyd".
+    oversampling_factor : float, default 2.0
+        ``init="k-means||"``: about ``oversampling_factor * n_clusters`` rows join
+        the candidates in each round (dask-ml's parameter).
+    init_max_iter : int or None, default None
+        ``init="k-means||"``: its rounds, one pass over the data each (None: 5).
     copy_x : bool, default True
         Accepted for scikit-learn compatibility: daskmeans never writes to X
         (float data is centred in a lazy copy), whatever its value.
@@ -338,6 +344,8 @@ default "k-means++"
         persist=_DEFAULTS["persist"],
         split_every=_DEFAULTS["split_every"],
         algorithm=_DEFAULTS["algorithm"],
+        oversampling_factor=_DEFAULTS["oversampling_factor"],
+        init_max_iter=_DEFAULTS["init_max_iter"],
         copy_x=_DEFAULTS["copy_x"],
         verbose=_DEFAULTS["verbose"],
     ):
@@ -352,6 +360,8 @@ default "k-means++"
         self.persist = persist
         self.split_every = split_every
         self.algorithm = algorithm
+        self.oversampling_factor = oversampling_factor
+        self.init_max_iter = init_max_iter
         self.copy_x = copy_x
         self.verbose = verbose
 
@@ -462,6 +472,8 @@ default "k-means++"
         if self.algorithm == "elkan" and self.n_clusters == 1:
             warnings.warn("algorithm='elkan' doesn't make sense for a single cluster. Using 'lloyd' instead.",
                           RuntimeWarning, stacklevel=3)
+            return "lloyd"
+        if self.algorithm == "full":  # dask-ml's (and older scikit-learn's) name for Lloyd
             return "lloyd"
         # elkan (scikit-learn's bounds algorithm) gives Lloyd's results: daskmeans's bounds where they are exact
         if self.algorithm in ("auto", "elkan"):  # the engine's rule (other integers were made float64 already)
@@ -665,7 +677,10 @@ default "k-means++"
             return init - shift
         t_init = time.perf_counter()
         logger.info("initialising %d centres (%s)...", self.n_clusters, init)
-        centers0 = init_centers(Xd, self.n_clusters, init, rng, split_every, sample_weight)
+        parallel = {"oversampling": float(self.oversampling_factor)}
+        if self.init_max_iter is not None:
+            parallel["n_rounds"] = int(self.init_max_iter)
+        centers0 = init_centers(Xd, self.n_clusters, init, rng, split_every, sample_weight, parallel)
         if init == "uniform":  # uniform in [0, 1]^d in X's units, not the centred ones
             centers0 = centers0 - shift
         logger.info("Initialization complete: initial centres ready in %.1f s", time.perf_counter() - t_init)

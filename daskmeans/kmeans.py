@@ -182,7 +182,8 @@ def _kmeans_plusplus(X, n_clusters, random_state, n_local_trials, split_every, s
     return centers, indices
 
 
-def init_centers(X: da.Array, n_clusters: int, init, random_state, split_every=8, sample_weight=None):
+def init_centers(X: da.Array, n_clusters: int, init, random_state, split_every=8, sample_weight=None,
+                 parallel: dict | None = None):
     """Initial centres in centres' units: 'k-means++', 'k-means||', 'random', 'uniform', a callable or an array.
 
     'random': ``n_clusters`` rows of X, scikit-learn's draws
@@ -190,14 +191,15 @@ def init_centers(X: da.Array, n_clusters: int, init, random_state, split_every=8
     when unweighted); 'uniform': uniform in [0, 1]^d, the original notebook's
     rule; a callable: ``init(X, n_clusters, random_state=random_state)``.
 
-    ``sample_weight`` weighs k-means++'s draws (k-means|| ignores it: a seeding heuristic)."""
+    ``sample_weight`` weighs k-means++'s draws (k-means|| ignores it: a seeding heuristic);
+    ``parallel``: k-means||'s keywords (``n_rounds``, ``oversampling``)."""
     from .init_parallel import kmeans_parallel  # it builds on this module, so imported here
 
     d = X.shape[1]
     if isinstance(init, str) and init == "k-means++":
         return _kmeans_plusplus(X, n_clusters, random_state, None, split_every, sample_weight)[0]
     if isinstance(init, str) and init == "k-means||":
-        return kmeans_parallel(X, n_clusters, random_state, split_every=split_every)
+        return kmeans_parallel(X, n_clusters, random_state, split_every=split_every, **(parallel or {}))
     if isinstance(init, str) and init == "random":
         rng = check_random_state(random_state)
         n = X.shape[0]

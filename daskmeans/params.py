@@ -145,11 +145,12 @@ _DECLARED = [
     _p(name="metric", kind="str", default="l2", choices=("l2", "l1"), flag="--metric", config_key="kmeans.metric",
        estimator=True, help="l2 (squared Euclidean, the usual k-means) or l1 (the original notebook's "
                             "Manhattan assignment, mean update)"),
-    _p(name="algorithm", kind="str", default="auto", choices=("auto", "lloyd", "hamerly", "elkan"),
+    _p(name="algorithm", kind="str", default="auto", choices=("auto", "lloyd", "hamerly", "elkan", "full"),
        flag="--algorithm", config_key="kmeans.algorithm", estimator=True,
        help="hamerly: Lloyd's results from fewer distances (per-row bounds); "
             "auto: hamerly for l2 on uint8 NumPy chunks, lloyd otherwise; "
-            "elkan: scikit-learn's name for a bounds algorithm, the same as auto"),
+            "elkan: scikit-learn's name for a bounds algorithm, the same as auto; full: lloyd (dask-ml's and "
+            "older scikit-learn's name)"),
     _p(name="random_state", kind="int", default=None, nullable=True, cli_default=0, low=0, high=2**32 - 1,
        flag="--seed", field="seed", estimator=True, what="the random seed", metavar="SEED",
        help="random seed: same seed, same result"),
@@ -162,6 +163,12 @@ _DECLARED = [
     _p(name="split_every", kind="int", default=None, nullable=True, low=2, config_key="kmeans.split-every",
        estimator=True, what="the fan-in of the tree reduction",
        help="reduce at most this many partial results per task in the tree reduction"),
+    _p(name="oversampling_factor", kind="float", default=2.0, low=0.1, estimator=True,
+       what="k-means||'s oversampling factor",
+       help="init='k-means||': about oversampling_factor * k rows join the candidates per round (dask-ml's name)"),
+    _p(name="init_max_iter", kind="int", default=None, nullable=True, low=1, estimator=True,
+       what="k-means||'s number of rounds",
+       help="init='k-means||': sampling rounds (passes over the data); None: 5 (dask-ml's name)"),
     _p(name="copy_x", kind="bool", default=True, estimator=True,
        help="accepted for scikit-learn compatibility: daskmeans never writes to X, whatever its value"),
     _p(name="verbose", kind="int", default=0, low=0, estimator=True,

@@ -81,7 +81,7 @@ def test_estimator_api():
         (dict(random_state="x"), "random_state='x' must be"),
         (dict(tol=-1.0), "tol=-1.0 must be"),
         (dict(metric="cosine"), "metric='cosine' is not one of l2, l1"),
-        (dict(algorithm="full"), "algorithm='full' is not one of auto, lloyd, hamerly, elkan"),
+        (dict(algorithm="kd-tree"), "algorithm='kd-tree' is not one of auto, lloyd, hamerly, elkan, full"),
         (dict(chunk_size=0), "chunk_size=0 must be"),
     ],
 )

@@ -227,3 +227,19 @@ def test_bad_init_name_is_one_line():
 
     with pytest.raises(InputError, match=r"init='k-means\|' is not k-means\+\+, k-means\|\|, random"):
         KMeans(3, init="k-means|").fit(np.zeros((10, 2)))
+
+
+def test_estimator_passes_dask_ml_knobs_to_k_means_parallel():
+    """dask-ml's names: oversampling_factor (l = factor * k) and init_max_iter (the rounds)."""
+    from daskmeans import KMeans
+    from daskmeans.init_parallel import kmeans_parallel
+
+    X = np.random.default_rng(4).normal(size=(600, 5))
+    km = KMeans(6, init="k-means||", oversampling_factor=3.0, init_max_iter=2, random_state=0, max_iter=1,
+                chunk_size=100).fit(X)
+    offset = X.mean(axis=0)  # float data are centred before the fit; the centres are shifted back
+    ref = kmeans_parallel(da.from_array(X - offset, chunks=100), 6, np.random.RandomState(0), n_rounds=2,
+                          oversampling=3.0)
+    np.testing.assert_allclose(km.init_centers_, ref + offset, rtol=1e-10, atol=1e-10)
+    other = kmeans_parallel(da.from_array(X - offset, chunks=100), 6, np.random.RandomState(0))
+    assert not np.allclose(other, ref)  # the knobs change the draws

@@ -66,7 +66,7 @@ def test_sklearn_constraints_agree_with_check():
     assert set(cons) == set(params.ESTIMATOR)
     good = {n: params.PARAMS[n].default for n in params.ESTIMATOR}
     validate_parameter_constraints(cons, good, caller_name="KMeans")
-    for name, bad in [("max_iter", 0), ("tol", -1.0), ("metric", "cosine"), ("algorithm", "full"),
+    for name, bad in [("max_iter", 0), ("tol", -1.0), ("metric", "cosine"), ("algorithm", "kd-tree"), ("oversampling_factor", 0.0),
                       ("n_clusters", 0), ("split_every", 1)]:
         with pytest.raises(InputError):
             params.check(name, bad)

@@ -34,6 +34,7 @@ def resolve(name: str, dtype, metric: str, backend: str = "numpy", weighted: boo
     if name == "hamerly" and weighted:
         raise InputError("algorithm='hamerly' takes no sample_weight (its incremental sums are exact only "
                          "unweighted); use algorithm='lloyd' or 'auto'")
+    name = {"full": "lloyd", "elkan": "auto"}.get(name, name)  # dask-ml's and scikit-learn's names
     if name != "auto":
         return name
     small_int = np.dtype(dtype) in (np.dtype(np.uint8), np.dtype(np.int8), np.dtype(bool))
