@@ -254,6 +254,8 @@ def test_bad_feature_kind_and_options():
         features.fit("patches", _images(40), size=4, n_centers=6, n_patches=100, reduce_dim=40)
     with pytest.raises(InputError, match="pooling grid 0"):
         features.fit("patches", _images(40), size=4, n_centers=6, n_patches=100, pool=0)
+    with pytest.raises(InputError, match="pooling grid 6 must be between 1 and the 5 patch positions"):
+        features.fit("patches", _images(40), size=4, stride=2, n_centers=6, n_patches=100, pool=6)  # 12 px: 5 x 5
 
 
 # -- the command line -------------------------------------------------------------------------------

@@ -269,11 +269,13 @@ def fit_patches(X, *, size: int = 6, stride: int = 2, n_centers: int = 400, n_pa
         raise InputError(f"patch size {size} must be between 1 and {min(H, W)}; pass --patch-size 6")
     if stride < 1:
         raise InputError(f"patch stride {stride} must be >= 1; pass --patch-stride 2")
-    if pool < 1 or pool > min(H, W):
-        raise InputError(f"pooling grid {pool} must be between 1 and {min(H, W)}; pass pool=3")
+    positions = (min(H, W) - size) // max(stride, 1) + 1
+    if pool < 1 or pool > positions:
+        raise InputError(f"pooling grid {pool} must be between 1 and the {positions} patch positions per side; "
+                         f"pass pool=3 (or 2)")
     if reduce_dim < 0 or reduce_dim > min(N - 1, pool * pool * n_centers):
         raise InputError(f"reduce_dim={reduce_dim} must be between 0 (off) and min(images - 1, pool^2 x centres) = "
-                         f"{min(N - 1, pool * pool * n_centers)}; pass a smaller reduce_dim")
+                         f"{min(N - 1, pool * pool * n_centers)}; pass a smaller reduce_dim (or fit on more images)")
     if n_patches < n_centers:
         raise InputError(f"{n_patches} patches cannot make a dictionary of {n_centers} centres; "
                          f"pass --patch-samples {n_centers} or more")
