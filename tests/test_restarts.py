@@ -143,3 +143,34 @@ def test_fit_together_refuses_models_that_differ_beyond_k(pixels):
 
     with pytest.raises(ValueError, match="differ only in n_clusters"):
         fit_together([KMeans(3, random_state=0), KMeans(4, random_state=1)], pixels)
+
+
+@pytest.mark.data
+def test_cli_restarts_interrupted_then_resumed(cifar_store, tmp_path, monkeypatch):
+    """`daskmeans run --n-init 3`: a run that dies after iteration 3 leaves a checkpoint of the
+    three restarts; `--resume` ends with exactly the uninterrupted run's centres and labels."""
+    from daskmeans.cli import main
+
+    monkeypatch.setattr("daskmeans.report.write_extras", lambda *a, **k: None)  # pictures are not tested here
+    args = ["run", "--data", str(cifar_store), "--subset", "600", "--chunk-size", "200", "-k", "6", "--n-init", "3",
+            "--seed", "2", "--tol", "0", "--scheduler", "threads", "-q"]
+    ref = tmp_path / "ref"
+    assert main(args + ["--out", str(ref), "--checkpoint", "none"]) == 0
+
+    real = checkpoint.Checkpointer.__call__
+
+    def dies_after_3(self, state):
+        real(self, state)
+        if state["iteration"] == 3:
+            raise RuntimeError("simulated crash")
+
+    out = tmp_path / "out"
+    with monkeypatch.context() as mp:
+        mp.setattr(checkpoint.Checkpointer, "__call__", dies_after_3)
+        assert main(args + ["--out", str(out)]) != 0
+    state = checkpoint.load(checkpoint.default_path(out))
+    assert state["iteration"] == 3 and len(state["runs"]) == 3
+    assert main(args + ["--out", str(out), "--resume"]) == 0
+    np.testing.assert_array_equal(np.load(out / "centroids.npy"), np.load(ref / "centroids.npy"))
+    np.testing.assert_array_equal(np.load(out / "labels.npy"), np.load(ref / "labels.npy"))
+    assert not checkpoint.default_path(out).exists()
