@@ -38,7 +38,7 @@ def _same(km, ref):
     assert [h["changed"] for h in km.history_] == [h["changed"] for h in ref.history_]
 
 
-@pytest.mark.parametrize("algorithm", ["lloyd", "hamerly"])
+@pytest.mark.parametrize("algorithm", [pytest.param("lloyd", marks=pytest.mark.slow), "hamerly"])  # lloyd: 1 min
 def test_worker_killed_mid_run_with_1000_chunks(reference, algorithm):
     """SIGKILL one of two worker processes after iteration 3: its chunks are recomputed
     elsewhere, its groups' state rebuilt from the previous centres; same result."""
