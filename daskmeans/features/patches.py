@@ -244,6 +244,20 @@ class PatchFeaturizer(Featurizer):
         return self.encode(X, standardise=True, reduce=True)
 
 
+def _fit_reduction(feat: PatchFeaturizer, Fs: da.Array, dim: int) -> tuple[da.Array, dict]:
+    """Fit the whitened PCA of the standardised training features ``Fs`` into ``feat``;
+    ``(Fs projected (n, dim), info)``."""
+    red = fit_pca(Fs, dim=dim, whiten=True)
+    feat.arrays.update(reduce_mean=red.mean_, reduce_components=red.components_,
+                       reduce_variance=red.explained_variance_)
+    info = {"reduce_seconds": red.info["fit_seconds"],
+            "reduce_explained_variance_ratio": red.info["explained_variance_ratio"]}
+    logger.info("whitened PCA of the %d features to %d (%.1f%% of their variance) in %.1f s",
+                feat.pooled_features, dim, 100 * info["reduce_explained_variance_ratio"], info["reduce_seconds"])
+    pm, pw = feat._projection()
+    return Fs.map_blocks(_project, mean=pm, w=pw, dtype=np.float32, chunks=(Fs.chunks[0], (dim,))), info
+
+
 def fit_patches(X, *, size: int = 6, stride: int = 2, n_centers: int = 400, n_patches: int = 200_000,
                 seed: int = 0, max_iter: int = 50, pool: int = 3, reduce_dim: int = 30, persist: bool = True,
                 return_features: bool = False):
@@ -307,18 +321,7 @@ def fit_patches(X, *, size: int = 6, stride: int = 2, n_centers: int = 400, n_pa
     t_enc = time.perf_counter()
     logger.info("encoded %d images into %d features in %.1f s", N, feat.pooled_features, t_enc - t_dict)
     Fs = F.map_blocks(_standardise, mean=feat.arrays["feat_mean"], scale=feat.arrays["feat_scale"], dtype=np.float32)
-    info = {}
-    if reduce_dim:
-        red = fit_pca(Fs, dim=reduce_dim, whiten=True)
-        feat.arrays.update(reduce_mean=red.mean_, reduce_components=red.components_,
-                           reduce_variance=red.explained_variance_)
-        info = {"reduce_seconds": red.info["fit_seconds"],
-                "reduce_explained_variance_ratio": red.info["explained_variance_ratio"]}
-        logger.info("whitened PCA of the %d features to %d (%.1f%% of their variance) in %.1f s",
-                    feat.pooled_features, reduce_dim, 100 * info["reduce_explained_variance_ratio"],
-                    info["reduce_seconds"])
-        pm, pw = feat._projection()
-        Fs = Fs.map_blocks(_project, mean=pm, w=pw, dtype=np.float32, chunks=(Fs.chunks[0], (reduce_dim,)))
+    Fs, info = _fit_reduction(feat, Fs, reduce_dim) if reduce_dim else (Fs, {})
     t_end = time.perf_counter()
     feat.info = {"fit_seconds": t_end - t0, "sample_seconds": t_sample - t0, "dictionary_seconds": t_dict - t_sample,
                  "encode_seconds": t_enc - t_dict, "dictionary_iterations": int(km.n_iter_),
