@@ -344,12 +344,15 @@ def moments(block):
     """
     xp = namespace(block)
     block = _flat(block, xp)
-    x = xp.astype(block, xp.float64)
-    return (
-        xp.asarray(block.shape[0], dtype=xp.int64),
-        xp.sum(x, axis=0),
-        xp.sum(x * x, axis=0),
-    )
+    n, d = block.shape
+    exact = _is_small_int(xp, block.dtype)  # integer sums: exact in any order
+    acc = xp.int64 if exact else xp.float64
+    s1, s2 = xp.zeros((d,), dtype=acc), xp.zeros((d,), dtype=acc)
+    for st in range(0, n, TILE):  # a tile at a time: no (n, d) float64 copy of the block
+        x = xp.astype(block[st : min(st + TILE, n), :], acc)
+        s1 = s1 + xp.sum(x, axis=0)
+        s2 = s2 + xp.sum(x * x, axis=0)
+    return xp.asarray(n, dtype=xp.int64), xp.astype(s1, xp.float64), xp.astype(s2, xp.float64)
 
 
 def farthest(block, centers, offset: int, m: int, *, scale: float = 1.0, metric: str = "l2"):
