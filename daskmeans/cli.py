@@ -34,7 +34,8 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
     groups = {
         "data": ("data", "split", "subset", "chunk_size"),
         "k-means": ("n_clusters", "init", "n_init", "random_state", "max_iter", "tol", "metric", "algorithm"),
-        "features": ("features", "pca_dim", "patch_size", "patch_stride", "dictionary_size", "patch_samples"),
+        "features": ("features", "pca_dim", "patch_size", "patch_stride", "dictionary_size", "patch_samples",
+                     "patch_pool", "reduce_dim"),
         "evaluation": ("eval_split", "compare"),
         "where it runs": ("cluster", "scheduler", "n_workers", "backend", "persist"),
         "output": ("out", "overwrite", "checkpoint", "resume"),

@@ -203,6 +203,13 @@ _DECLARED = [
     _p(name="patch_samples", kind="int", default=200_000, low=2, flag="--patch-samples", metavar="N",
        what="the number of patches", help="--features patches: random training patches the whitening and the "
                                            "dictionary learn from"),
+    _p(name="patch_pool", kind="int", default=3, low=1, high=16, flag="--patch-pool", metavar="G",
+       what="the pooling grid", help="--features patches: encodings summed over a G x G grid of image cells "
+                                     "(2: quadrants)"),
+    _p(name="reduce_dim", kind="int", default=30, low=0, flag="--reduce-dim", metavar="D",
+       what="the number of whitened components",
+       help="--features patches: whitened principal components kept of the pooled features (0: all of them); "
+            "at most the number of images - 1"),
     _p(name="cluster", kind="str", default=None, nullable=True, flag="--cluster", metavar="NAME",
        help="a profile of cluster.yaml ($DASKMEANS_CLUSTER_CONFIG, else ./cluster.yaml): threads, local, "
             "address, local-cuda, jobqueue or kubernetes; see README, Running on a Dask cluster"),

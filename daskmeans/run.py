@@ -71,6 +71,8 @@ class Settings:
     patch_stride: int = 2
     dictionary_size: int = 400
     patch_samples: int = 200_000
+    patch_pool: int = 3
+    reduce_dim: int = 30
 
     def validate(self) -> None:
         """Check every option before any data is read (values + fixes in messages).
@@ -117,7 +119,8 @@ class Settings:
             return {"dim": self.pca_dim}
         if self.features == "patches":
             return {"size": self.patch_size, "stride": self.patch_stride, "n_centers": self.dictionary_size,
-                    "n_patches": self.patch_samples, "seed": self.seed}
+                    "n_patches": self.patch_samples, "seed": self.seed, "pool": self.patch_pool,
+                    "reduce_dim": self.reduce_dim}
         return {}
 
     def n_features(self) -> int:

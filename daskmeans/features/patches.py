@@ -289,7 +289,8 @@ def fit_patches(X, *, size: int = 6, stride: int = 2, n_centers: int = 400, n_pa
                          f"pass pool=3 (or 2)")
     if reduce_dim < 0 or reduce_dim > min(N - 1, pool * pool * n_centers):
         raise InputError(f"reduce_dim={reduce_dim} must be between 0 (off) and min(images - 1, pool^2 x centres) = "
-                         f"{min(N - 1, pool * pool * n_centers)}; pass a smaller reduce_dim (or fit on more images)")
+                         f"{min(N - 1, pool * pool * n_centers)}; pass a smaller reduce_dim (--reduce-dim) or fit on more "
+                         f"images")
     if n_patches < n_centers:
         raise InputError(f"{n_patches} patches cannot make a dictionary of {n_centers} centres; "
                          f"pass --patch-samples {n_centers} or more")
