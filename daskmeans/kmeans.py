@@ -119,24 +119,70 @@ def kmeans_plusplus(X, n_clusters: int, random_state, *, n_local_trials=None, sp
         return _kmeans_plusplus(X, n_clusters, random_state, n_local_trials, split_every, sample_weight)
 
 
-#: Data up to this size, on dask's threads, runs k-means++'s 2k small computes on the synchronous
-#: scheduler: the same tasks and results without a thread pool's hand-offs (7 ms a compute, measured:
-#: half of a 2,000-image fit).
-SYNC_INIT_BYTES = 64 * 2**20
+#: Data up to this size, in memory on dask's threads, runs k-means++'s kernels directly on its
+#: chunks: the same calls on the same blocks, without 2k graph computes (7 ms each on the thread
+#: pool, measured: half of a 2,000-image fit).
+EAGER_INIT_BYTES = 64 * 2**20
+
+
+class _Lazy:
+    """k-means++'s steps as dask tasks over the chunks (any size, any scheduler)."""
+
+    def __init__(self, X):
+        self.blocks = _blocks(X)
+
+    @staticmethod
+    def call(fn, *args, nout=None, **kw):
+        return delayed(fn, nout=nout)(*args, **kw)
+
+    @staticmethod
+    def const(value):
+        return delayed(value)
+
+    @staticmethod
+    def persist(*lists):
+        return dask.persist(*lists)
+
+    @staticmethod
+    def values(obj):
+        return dask.compute(obj)[0]
+
+
+class _Eager:
+    """The same steps called directly on chunks already in this process's memory."""
+
+    def __init__(self, X):
+        self.blocks = list(dask.compute(*_blocks(X), scheduler="sync"))
+
+    @staticmethod
+    def call(fn, *args, nout=None, **kw):
+        return fn(*args, **kw)
+
+    @staticmethod
+    def const(value):
+        return value
+
+    @staticmethod
+    def persist(*lists):
+        return lists
+
+    @staticmethod
+    def values(obj):
+        return obj
 
 
 def _kmeans_plusplus(X, n_clusters, random_state, n_local_trials, split_every, sample_weight=None):
     """See :func:`kmeans_plusplus`; ``sample_weight`` (n,) float64 or None weighs the draws as scikit-learn's."""
-    small = X.nbytes <= SYNC_INIT_BYTES and current_client() is None and _is_persisted(X)
-    with dask.config.set(scheduler="sync") if small else contextlib.nullcontext():
-        return _kmeans_plusplus_loop(X, n_clusters, random_state, n_local_trials, split_every, sample_weight)
+    eager = X.nbytes <= EAGER_INIT_BYTES and current_client() is None and _is_persisted(X)
+    run = _Eager(X) if eager else _Lazy(X)
+    return _kmeans_plusplus_loop(X, run, n_clusters, random_state, n_local_trials, sample_weight)
 
 
-def _kmeans_plusplus_loop(X, n_clusters, random_state, n_local_trials, split_every, sample_weight):
+def _kmeans_plusplus_loop(X, run, n_clusters, random_state, n_local_trials, sample_weight):
     rng = check_random_state(random_state)
     n, d = X.shape
     scale = pixel_scale(X.dtype)
-    blocks = _blocks(X)
+    blocks = run.blocks
     sizes = np.asarray(X.chunks[0])
     offsets = _offsets(X)
     w = None if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
@@ -150,11 +196,10 @@ def _kmeans_plusplus_loop(X, n_clusters, random_state, n_local_trials, split_eve
     indices[0] = first
     centers[0] = to_numpy(X[first].compute()).astype(np.float64).reshape(-1) * scale
 
-    c0 = delayed(centers[:1].copy())
-    outs = [delayed(kernels.closest_sq_dist, nout=2)(b, c0, scale=scale, weights=wi) for b, wi in zip(blocks, wb)]
-    closest = [o[0] for o in outs]
-    closest, pots = dask.persist(closest, [delayed(_host)(o[1]) for o in outs])
-    block_pots = np.asarray(dask.compute(*pots), dtype=np.float64)
+    c0 = run.const(centers[:1].copy())
+    outs = [run.call(kernels.closest_sq_dist, b, c0, nout=2, scale=scale, weights=wi) for b, wi in zip(blocks, wb)]
+    closest, pots = run.persist([o[0] for o in outs], [run.call(_host, o[1]) for o in outs])
+    block_pots = np.asarray(run.values(list(pots)), dtype=np.float64)
     current_pot = block_pots.sum()
 
     nonempty = np.flatnonzero(sizes > 0)
@@ -167,9 +212,9 @@ def _kmeans_plusplus_loop(X, n_clusters, random_state, n_local_trials, split_eve
         located = {}
         for b in np.unique(which):
             sel = np.flatnonzero(which == b)
-            located[int(b)] = (sel, delayed(kernels.locate, nout=2)(blocks[b], closest[b], rand_vals[sel] - before[sel],
-                                                                      wb[b]))
-        results = dask.compute({b: delayed(_host)(v[1]) for b, v in located.items()})[0]
+            located[int(b)] = (sel, run.call(kernels.locate, blocks[b], closest[b], rand_vals[sel] - before[sel],
+                                              wb[b], nout=2))
+        results = run.values({b: run.call(_host, v[1]) for b, v in located.items()})
         cand_rows = np.empty((n_local_trials, d), dtype=np.float64)
         cand_ids = np.empty(n_local_trials, dtype=np.int64)
         for b, (sel, _) in located.items():
@@ -177,18 +222,18 @@ def _kmeans_plusplus_loop(X, n_clusters, random_state, n_local_trials, split_eve
             cand_ids[sel] = offsets[b] + local
             cand_rows[sel] = np.asarray(rows, dtype=np.float64).reshape(len(sel), -1) * scale
 
-        cands = delayed(cand_rows)
+        cands = run.const(cand_rows)
         outs = [
-            delayed(kernels.candidate_pots, nout=2)(b, cl, cands, scale=scale, weights=wi)
+            run.call(kernels.candidate_pots, b, cl, cands, nout=2, scale=scale, weights=wi)
             for b, cl, wi in zip(blocks, closest, wb)
         ]
-        mins, pots = dask.persist([o[0] for o in outs], [delayed(_host)(o[1]) for o in outs])
-        per_block = np.asarray(dask.compute(*pots), dtype=np.float64).reshape(len(blocks), n_local_trials)
+        mins, pots = run.persist([o[0] for o in outs], [run.call(_host, o[1]) for o in outs])
+        per_block = np.asarray(run.values(list(pots)), dtype=np.float64).reshape(len(blocks), n_local_trials)
         candidates_pot = per_block.sum(axis=0)
         best = int(np.argmin(candidates_pot))
         current_pot = candidates_pot[best]
         block_pots = per_block[:, best]
-        (closest,) = dask.persist([delayed(kernels.column)(m, best) for m in mins])
+        (closest,) = run.persist([run.call(kernels.column, m, best) for m in mins])
         centers[c] = cand_rows[best]
         indices[c] = cand_ids[best]
     return centers, indices

@@ -346,3 +346,20 @@ def test_hamerly_kernel_on_a_strict_namespace(pixels):
 def test_hamerly_needs_l2(pixels):
     with pytest.raises(InputError, match="needs metric='l2'"):
         KMeans(3, metric="l1", algorithm="hamerly").fit(pixels[0])
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.float64])
+def test_kmeans_plusplus_eager_equals_dask_tasks(dtype, monkeypatch):
+    """Small in-memory data runs k-means++'s kernels directly; the dask-task path (any size,
+    any scheduler) makes the same calls on the same blocks: the same rows, bit for bit."""
+    import daskmeans.kmeans as km_mod
+
+    rng = np.random.default_rng(8)
+    X = rng.integers(0, 256, (900, 24)).astype(dtype)
+    w = rng.uniform(0.5, 2.0, 900)
+    Xd = da.from_array(X, chunks=200).persist()
+    eager = km_mod.kmeans_plusplus(Xd, 7, 3, sample_weight=w)
+    monkeypatch.setattr(km_mod, "EAGER_INIT_BYTES", 0)
+    lazy = km_mod.kmeans_plusplus(Xd, 7, 3, sample_weight=w)
+    np.testing.assert_array_equal(eager[1], lazy[1])
+    np.testing.assert_array_equal(eager[0], lazy[0])
