@@ -1,7 +1,7 @@
 """The engine's table: daskmeans vs scikit-learn, side by side in one process (issues 8 and 13).
 
     python bench/bench_engine.py [--data ../shared/data/cifar10-images.tar.gz] [--json out.json]
-                                 [--only threads,local,small,converge,chunks,rss]
+                                 [--only threads,local,small,smallfit,converge,chunks,rss]
 
 Every row fits the same data from the same initial centres (k-means++ drawn once)
 with ``tol=0``; daskmeans' per-iteration seconds are its own history, scikit-learn's
@@ -17,6 +17,7 @@ Sections:
 - local: the same on a LocalCluster of 2 worker processes, plus the per-iteration
   overhead (an iteration whose kernel does nothing, 10 chunks);
 - small: N = 2,000 on threads;
+- smallfit: whole fits (k-means++ included) of 2,000 and 10,000 images from NumPy, seeds 0-1;
 - converge: time to a converged fit from the library's defaults,
   ``KMeans(10, random_state=s)`` vs scikit-learn's ``KMeans(n_clusters=10, random_state=s)``
   (float32 [0, 1] input, its fast path), seeds 0-2, with the inertia ratio;
@@ -173,6 +174,22 @@ def section_converge(table, X, X32):
             f"inertia ratio {km.inertia_ / el.inertia_:.5f}; iterations {km.n_iter_} vs {el.n_iter_}")
 
 
+def section_small_fit(table, X):
+    """Whole fits, k-means++ included, on the first 2,000 and 10,000 images (NumPy in)."""
+    for n in (2000, 10000):
+        Xn = X[:n].compute()
+        X32 = Xn.astype(np.float32) / np.float32(255)
+        KMeans(10, random_state=0).fit(Xn[:500])  # warm: compiled kernels loaded before the clock
+        for seed in (0, 1):
+            t0 = time.perf_counter()
+            km = KMeans(10, random_state=seed).fit(Xn)
+            dm = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            sk = SKKMeans(n_clusters=10, random_state=seed).fit(X32)
+            row(table, f"whole fit from the defaults, {n:,} images, seed {seed}", dm, time.perf_counter() - t0,
+                f"iterations {km.n_iter_} vs {sk.n_iter_}")
+
+
 def section_rss(table):
     out = Path(os.environ.get("TMPDIR", "/tmp")) / f"bench-rss-{os.getpid()}"
     cmd = [sys.executable, "-m", "daskmeans", "run", "--data", str(DATA), "--out", str(out), "-q"]
@@ -194,7 +211,7 @@ def section_rss(table):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", default=str(DATA))
-    ap.add_argument("--only", default="threads,local,small,converge,chunks,rss")
+    ap.add_argument("--only", default="threads,local,small,smallfit,converge,chunks,rss")
     ap.add_argument("--json")
     ap.add_argument("--threads", type=int, help="threads for both (dask num_workers, scikit-learn n_threads); "
                     "1 compares kernels without OpenMP spin-waits on a loaded machine")
@@ -227,6 +244,8 @@ def main():
         row(table, "2,000 images, threads, auto, iterations 2-20", med(secs[1:]), med(sk[1:]))
     if "converge" in only:
         section_converge(table, X, X32)
+    if "smallfit" in only:
+        section_small_fit(table, X)
     if only & {"local", "chunks"}:
         from distributed import Client, LocalCluster
 
