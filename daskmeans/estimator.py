@@ -255,6 +255,9 @@ default "k-means++"
     n_init : "auto" or int, default "auto"
         Runs with different initial centres; the lowest inertia wins. "auto"
         (scikit-learn's rule): 10 for "random" and a callable, 1 otherwise.
+        The runs share every pass over the data (one task per worker thread and
+        iteration serves all of them); each equals the run alone from its
+        initial centres.
     max_iter : int, default 300
     tol : float, default 1e-4
         Relative tolerance: the run stops when the total squared centre shift
