@@ -850,10 +850,13 @@ def fit_together(models: list, X, sample_weight=None) -> list:
     if not models:
         return models
     first = models[0]
+    if not all(isinstance(m, KMeans) for m in models):
+        raise InputError("fit_together needs daskmeans.KMeans models, got "
+                         + ", ".join(sorted({type(m).__name__ for m in models if not isinstance(m, KMeans)})))
     mine = {key: v for key, v in first.get_params().items() if key != "n_clusters"}
     for m in models:
         other = {key: v for key, v in m.get_params().items() if key != "n_clusters"}
-        if not isinstance(m, KMeans) or repr(other) != repr(mine):
+        if repr(other) != repr(mine):
             raise InputError("fit_together needs KMeans models that differ only in n_clusters; fit the others "
                              "one by one")
         m._check_params()
