@@ -143,6 +143,9 @@ def test_fit_together_refuses_models_that_differ_beyond_k(pixels):
 
     with pytest.raises(ValueError, match="differ only in n_clusters"):
         fit_together([KMeans(3, random_state=0), KMeans(4, random_state=1)], pixels)
+    with pytest.raises(ValueError, match="needs daskmeans.KMeans models, got str") as e:
+        fit_together([KMeans(3), "KMeans(4)"], pixels)
+    assert "\n" not in str(e.value)
 
 
 @pytest.mark.data
