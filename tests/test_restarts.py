@@ -177,3 +177,30 @@ def test_cli_restarts_interrupted_then_resumed(cifar_store, tmp_path, monkeypatc
     np.testing.assert_array_equal(np.load(out / "centroids.npy"), np.load(ref / "centroids.npy"))
     np.testing.assert_array_equal(np.load(out / "labels.npy"), np.load(ref / "labels.npy"))
     assert not checkpoint.default_path(out).exists()
+
+
+def test_damaged_restart_checkpoints_are_refused_in_one_line(pixels, tmp_path):
+    import json
+
+    states = []
+    KMeans(4, n_init=2, random_state=0, max_iter=3, tol=0, chunk_size=400).fit(pixels, on_iteration=states.append)
+    good = checkpoint.save(tmp_path / "good.npz", states[-1], fingerprint={"k": 4})
+    with np.load(good) as z:
+        data = {key: z[key] for key in z.files}
+    meta = json.loads(bytes(data["meta"]).decode())
+    damages = {
+        "history shorter than the iteration": lambda d, m: m["runs"][0].update(history=m["runs"][0]["history"][:-1]),
+        "a run's progress missing": lambda d, m: m["runs"].pop(),
+        "2-D centres for restarts": lambda d, m: d.update(centers=d["centers"][0]),
+        "NaN centres": lambda d, m: d["centers"].__setitem__((0, 0, 0), np.nan),
+    }
+    for name, damage in damages.items():
+        d = {key: v.copy() for key, v in data.items()}
+        m = json.loads(json.dumps(meta))
+        damage(d, m)
+        d["meta"] = np.frombuffer(json.dumps(m).encode(), dtype=np.uint8)
+        path = tmp_path / f"{len(name)}.npz"
+        np.savez(path, **d)
+        with pytest.raises(ValueError, match="damaged|unreadable") as e:
+            checkpoint.load(path, fingerprint={"k": 4})
+        assert "\n" not in str(e.value), name

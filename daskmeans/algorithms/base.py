@@ -29,6 +29,17 @@ class StepResult:
     computed: int | None = None
 
 
+class Algorithm:
+    """What every algorithm shares: ``step`` is ``prepare``, one pass, ``finish``."""
+
+    placement = None
+
+    def step(self, centers, prev, iteration: int) -> StepResult:
+        """One pass over the data with ``centers``; see :mod:`daskmeans.algorithms`."""
+        func, shared = self.prepare(centers, prev, iteration)
+        return self.finish(self.placement.run(func, shared, iteration))
+
+
 #: A group whose chunks average fewer rows than this is measured as one block.
 MERGE_BELOW = 4 * kernels.TILE
 

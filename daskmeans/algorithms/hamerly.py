@@ -17,7 +17,7 @@ from typing import NamedTuple
 import numpy as np
 
 from .. import kernels
-from .base import StepResult, merged
+from .base import Algorithm, StepResult, merged
 
 
 class HamerlyState(NamedTuple):
@@ -76,7 +76,7 @@ def nearest_other(raw: np.ndarray) -> np.ndarray:
     return np.sqrt(d2.min(axis=1))
 
 
-class Hamerly:
+class Hamerly(Algorithm):
     """Hamerly steps over a :class:`~daskmeans.placement.Placement` (l2, small-integer data).
 
     The client keeps the running per-cluster totals (sums, counts, squared norms)
@@ -121,10 +121,6 @@ class Hamerly:
         inertia = float(per.sum() * self.scale * self.scale)
         self.prev_raw, self.full_next = raw, False
         return StepResult(self.S.copy(), self.N.copy(), inertia, int(changed), int(computed))
-
-    def step(self, centers, prev, iteration: int) -> StepResult:
-        func, shared = self.prepare(centers, prev, iteration)
-        return self.finish(self.placement.run(func, shared, iteration))
 
     def invalidate(self) -> None:
         """A row moved on the client only: recount everything in the next step."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import kernels
-from .base import StepResult, with_weights
+from .base import Algorithm, StepResult, with_weights
 
 
 def lloyd_group(states, blocks, offsets, shared):
@@ -22,7 +22,7 @@ def lloyd_group(states, blocks, offsets, shared):
     return new, total
 
 
-class Lloyd:
+class Lloyd(Algorithm):
     """Lloyd steps over a :class:`~daskmeans.placement.Placement` (any metric, any dtype, any weights)."""
 
     name = "lloyd"
@@ -42,10 +42,6 @@ class Lloyd:
             np.array(sums, dtype=np.float64), np.array(counts, dtype=np.float64 if weighted else np.int64),
             float(inertia), int(changed)
         )
-
-    def step(self, centers, prev, iteration: int) -> StepResult:
-        func, shared = self.prepare(centers, prev, iteration)
-        return self.finish(self.placement.run(func, shared, iteration))
 
     def invalidate(self) -> None:
         """Nothing to do: every step measures every row."""
