@@ -10,15 +10,13 @@ from __future__ import annotations
 
 import numpy as np
 
-try:  # a declared dependency; without it the array-API code path runs instead
-    import numba
-except ImportError:  # pragma: no cover - only where numba is missing
-    numba = None
-
-AVAILABLE = numba is not None
+from .jit import AVAILABLE, njit
 
 if AVAILABLE:
-    _jit = numba.njit(nogil=True, cache=True, boundscheck=False)
+    _jit = njit(nogil=True, boundscheck=False)
+    # Reassociation and contraction only (no nnan/ninf): LLVM may vectorise the dot products'
+    # summation, an order fixed when the function is compiled, the same for every row.
+    _fused = njit(nogil=True, boundscheck=False, fastmath={"reassoc", "contract"})
 
     @_jit
     def add_rows(sums, counts, block, rows, labels):
@@ -80,6 +78,18 @@ if AVAILABLE:
             for j in range(d):
                 s[j] += wr * b[j]
 
+    @_fused
+    def rows_sq_any(block, sq):
+        """``sq[r] = sum(block[r] ** 2)`` in float64 for any numeric rows (exact for small integers)."""
+        n, d = block.shape
+        for r in range(n):
+            b = block[r]
+            acc = 0.0
+            for j in range(d):
+                v = np.float64(b[j])
+                acc += v * v
+            sq[r] = acc
+
     @_jit
     def rows_sq(block, sq):
         """Exact squared norm of every small-integer row into ``sq`` (float64)."""
@@ -90,3 +100,126 @@ if AVAILABLE:
             for j in range(d):
                 acc += np.int64(b[j]) * np.int64(b[j])
             sq[r] = acc
+
+
+# -- the fused pass: nearest centres (and per-cluster sums) in one read of each row --------
+
+#: Rows and centres per register block of :func:`nearest`.
+ROWS, CENTRES = 4, 4
+
+if AVAILABLE:
+    @_fused
+    def _keep(p, j, best, sec, lab):
+        """Update a row's best and second-best value (and the best's centre) with centre ``j``'s ``p``."""
+        if p < best:
+            return p, best, j
+        if p < sec:
+            return best, p, lab
+        return best, sec, lab
+
+    @_fused
+    def nearest(block, rows, c, cc, labels, first, second, sums, counts, sq):
+        """For each selected row ``x = block[rows[i]]``: the centre ``j`` with the least
+        ``cc[j] - 2 x.c[j]`` (ties: the lower ``j``) into ``labels[i]``, that value into
+        ``first[i]`` and the second least (any other centre) into ``second[i]`` (float64).
+
+        The products ``x.c[j]`` run in ``c``'s dtype (float32 for pixels, the rows converted
+        in registers), :data:`ROWS` rows against :data:`CENTRES` centres at a time; a group
+        that runs past the rows or the centres repeats its last one, so every product goes
+        through the same instructions wherever its row and centre sit: a row's values do
+        not depend on its block, its place or the other rows and centres. Optionally, in
+        the same read of the row (empty arrays: skipped): ``sq[i] = sum(x * x)`` in float64
+        (exact for small integers) and ``sums[labels[i]] += x``, ``counts[labels[i]] += 1``.
+        """
+        n = rows.shape[0]
+        k, d = c.shape
+        zero = c[0, 0] - c[0, 0]
+        do_sums = sums.shape[0] > 0
+        do_sq = sq.shape[0] > 0
+        last = n - 1
+        for g in range(0, n, 4):
+            x0 = block[rows[g]]
+            x1 = block[rows[min(g + 1, last)]]
+            x2 = block[rows[min(g + 2, last)]]
+            x3 = block[rows[min(g + 3, last)]]
+            b0 = b1 = b2 = b3 = np.inf
+            s0 = s1 = s2 = s3 = np.inf
+            l0 = l1 = l2 = l3 = 0
+            for j in range(0, k, 4):
+                c0 = c[j]
+                c1 = c[min(j + 1, k - 1)]
+                c2 = c[min(j + 2, k - 1)]
+                c3 = c[min(j + 3, k - 1)]
+                a00 = a01 = a02 = a03 = zero
+                a10 = a11 = a12 = a13 = zero
+                a20 = a21 = a22 = a23 = zero
+                a30 = a31 = a32 = a33 = zero
+                for f in range(d):
+                    y0 = x0[f] + zero
+                    y1 = x1[f] + zero
+                    y2 = x2[f] + zero
+                    y3 = x3[f] + zero
+                    v = c0[f]
+                    a00 += y0 * v
+                    a10 += y1 * v
+                    a20 += y2 * v
+                    a30 += y3 * v
+                    v = c1[f]
+                    a01 += y0 * v
+                    a11 += y1 * v
+                    a21 += y2 * v
+                    a31 += y3 * v
+                    v = c2[f]
+                    a02 += y0 * v
+                    a12 += y1 * v
+                    a22 += y2 * v
+                    a32 += y3 * v
+                    v = c3[f]
+                    a03 += y0 * v
+                    a13 += y1 * v
+                    a23 += y2 * v
+                    a33 += y3 * v
+                b0, s0, l0 = _keep(cc[j] - 2.0 * np.float64(a00), j, b0, s0, l0)
+                b1, s1, l1 = _keep(cc[j] - 2.0 * np.float64(a10), j, b1, s1, l1)
+                b2, s2, l2 = _keep(cc[j] - 2.0 * np.float64(a20), j, b2, s2, l2)
+                b3, s3, l3 = _keep(cc[j] - 2.0 * np.float64(a30), j, b3, s3, l3)
+                if j + 1 < k:
+                    b0, s0, l0 = _keep(cc[j + 1] - 2.0 * np.float64(a01), j + 1, b0, s0, l0)
+                    b1, s1, l1 = _keep(cc[j + 1] - 2.0 * np.float64(a11), j + 1, b1, s1, l1)
+                    b2, s2, l2 = _keep(cc[j + 1] - 2.0 * np.float64(a21), j + 1, b2, s2, l2)
+                    b3, s3, l3 = _keep(cc[j + 1] - 2.0 * np.float64(a31), j + 1, b3, s3, l3)
+                if j + 2 < k:
+                    b0, s0, l0 = _keep(cc[j + 2] - 2.0 * np.float64(a02), j + 2, b0, s0, l0)
+                    b1, s1, l1 = _keep(cc[j + 2] - 2.0 * np.float64(a12), j + 2, b1, s1, l1)
+                    b2, s2, l2 = _keep(cc[j + 2] - 2.0 * np.float64(a22), j + 2, b2, s2, l2)
+                    b3, s3, l3 = _keep(cc[j + 2] - 2.0 * np.float64(a32), j + 2, b3, s3, l3)
+                if j + 3 < k:
+                    b0, s0, l0 = _keep(cc[j + 3] - 2.0 * np.float64(a03), j + 3, b0, s0, l0)
+                    b1, s1, l1 = _keep(cc[j + 3] - 2.0 * np.float64(a13), j + 3, b1, s1, l1)
+                    b2, s2, l2 = _keep(cc[j + 3] - 2.0 * np.float64(a23), j + 3, b2, s2, l2)
+                    b3, s3, l3 = _keep(cc[j + 3] - 2.0 * np.float64(a33), j + 3, b3, s3, l3)
+            for q in range(min(4, n - g)):
+                i = g + q
+                if q == 0:
+                    b, s, lab, x = b0, s0, l0, x0
+                elif q == 1:
+                    b, s, lab, x = b1, s1, l1, x1
+                elif q == 2:
+                    b, s, lab, x = b2, s2, l2, x2
+                else:
+                    b, s, lab, x = b3, s3, l3, x3
+                labels[i] = lab
+                first[i] = b
+                if second.shape[0] > 0:
+                    second[i] = s
+                if do_sq:
+                    acc = 0.0
+                    for f in range(d):
+                        v64 = np.float64(x[f])
+                        acc += v64 * v64
+                    sq[i] = acc
+                if do_sums:
+                    counts[lab] += 1
+                    srow = sums[lab]
+                    for f in range(d):
+                        srow[f] += x[f]

@@ -215,6 +215,96 @@ def _tile_buffer(xp, d, wd):
     return buf
 
 
+#: Rows shorter than this are measured in BLAS tiles (a register-blocked loop loses to BLAS on
+#: short rows: measured 1.5x slower at d = 108, k = 400); longer rows by :func:`cpu_kernels.nearest`.
+FUSED_MIN_D = 128
+
+
+def fused(xp, block, k: int, metric: str) -> bool:
+    """Whether a block's distances go through the fused compiled pass (:func:`cpu_kernels.nearest`).
+
+    Decided by the namespace, the metric, the row length and the dtype only (never by the
+    block's size or place), so every row of a fit is measured by the same arithmetic.
+    """
+    return (metric == "l2" and cpu_kernels.AVAILABLE and isinstance(block, np.ndarray)
+            and block.ndim == 2 and block.shape[1] >= FUSED_MIN_D
+            and (block.dtype.kind in "biu" or block.dtype in (np.float32, np.float64)))
+
+
+def fused_centres(centers, dtype, scale):
+    """Centres as :func:`cpu_kernels.nearest` takes them: raw units in the work dtype (C order),
+    and their squared norms in float64."""
+    c = np.ascontiguousarray(_centers_raw(np, centers, work_dtype(np, dtype), scale))
+    c64 = c.astype(np.float64)
+    return c, np.einsum("ij,ij->i", c64, c64)
+
+
+_EMPTY = {np.dtype(t): np.zeros((0,) * nd, dtype=t) for t, nd in ((np.float64, 1), (np.int64, 1))}
+_NO_SUMS = np.zeros((0, 0), dtype=np.int64)
+
+
+def _rows_of(block):
+    """The block as the compiled pass reads it: C order, booleans as bytes."""
+    block = np.ascontiguousarray(block)
+    return block.view(np.uint8) if block.dtype == np.bool_ else block
+
+
+def nearest_fused(block, rows, centers, scale, *, second=False, sq=False, k_sums=None):
+    """:func:`cpu_kernels.nearest` over ``block[rows]`` (``rows`` None: every row).
+
+    Returns ``(labels int32, first float64, second float64 or None, sq float64 or None,
+    sums or None, counts int64 or None)``; ``sums`` (k, d) are integers (int32 below
+    2**31, else int64) for small-integer rows, float64 otherwise.
+    """
+    block = _rows_of(block)
+    n_all, d = block.shape
+    rows = np.arange(n_all, dtype=np.int64) if rows is None else np.asarray(rows, dtype=np.int64)
+    n = rows.shape[0]
+    c, cc = fused_centres(centers, block.dtype, scale)
+    labels = np.zeros(n, dtype=np.int32)
+    first = np.empty(n, dtype=np.float64)
+    sec = np.empty(n, dtype=np.float64) if second else _EMPTY[np.dtype(np.float64)]
+    sqv = np.empty(n, dtype=np.float64) if sq else _EMPTY[np.dtype(np.float64)]
+    sums, counts = _NO_SUMS, _EMPTY[np.dtype(np.int64)]
+    if k_sums is not None:
+        if block.dtype.kind in "biu" and block.itemsize == 1:
+            sums = np.zeros((k_sums, d), dtype=np.int32 if 255 * n < 2**31 else np.int64)
+        else:
+            sums = np.zeros((k_sums, d), dtype=np.float64)
+        counts = np.zeros(k_sums, dtype=np.int64)
+    if n:
+        cpu_kernels.nearest(block, rows, c, cc, labels, first, sec, sums, counts, sqv)
+    return (labels, first, sec if second else None, sqv if sq else None,
+            sums if k_sums is not None else None, counts if k_sums is not None else None)
+
+
+def sum_sq(block) -> float:
+    """Sum of the squared raw values of a block (float64; exact for small integers)."""
+    xp = namespace(block)
+    block = _flat(block, xp)
+    if isinstance(block, np.ndarray) and cpu_kernels.AVAILABLE and block.ndim == 2:
+        sq = np.empty(block.shape[0], dtype=np.float64)
+        if block.shape[0]:
+            cpu_kernels.rows_sq_any(_rows_of(block), sq)
+        return float(sq.sum())
+    return float(to_numpy(xp.sum(_exact_sq(xp, block))))
+
+
+def _scan_fused(block, centers, scale, k_sums, weights):
+    """:func:`_scan` by the fused compiled pass (NumPy blocks, l2)."""
+    unweighted = k_sums is not None and weights is None
+    lab, first, _, sq, sums, counts = nearest_fused(block, None, centers, scale, sq=True,
+                                                    k_sums=k_sums if unweighted else None)
+    md = np.maximum(sq + first, 0.0) * (scale * scale)
+    if unweighted:
+        sums = sums.astype(np.float64)
+    elif k_sums is not None:
+        d = block.shape[1]
+        sums, counts = np.zeros((k_sums, d), dtype=np.float64), np.zeros((k_sums,), dtype=np.float64)
+        cpu_kernels.add_rows_weighted(sums, counts, _rows_of(block), lab, np.asarray(weights, dtype=np.float64))
+    return lab, md, sums, counts
+
+
 def _part(xp, x, ct, cc):
     """``||c||^2 - 2 x.c`` for a full tile: the quantity whose argmin is the label."""
     return cc[None, :] - 2 * (x @ ct)
@@ -227,6 +317,8 @@ def _scan(block, centers, scale, metric, k_sums=None, offset=0, weights=None):
     and the counts are the clusters' total weights (float64)."""
     xp = namespace(block)
     block = _flat(block, xp)
+    if fused(xp, block, len(centers), metric):
+        return _scan_fused(block, centers, scale, k_sums, weights)
     n, d = block.shape
     wd = work_dtype(xp, block.dtype)
     c = _centers_raw(xp, centers, wd, scale)
@@ -284,7 +376,8 @@ def assign(block, centers, scale: float = 1.0, metric: str = "l2", offset=0):
     return labels, mind
 
 
-def lloyd_step(block, centers, old_labels=None, *, scale: float = 1.0, metric: str = "l2", offset=0, weights=None):
+def lloyd_step(block, centers, old_labels=None, *, scale: float = 1.0, metric: str = "l2", offset=0, weights=None,
+               sq_total=None):
     """One Lloyd iteration on one block: assignment, then partial sums.
 
     Parameters
@@ -298,6 +391,11 @@ def lloyd_step(block, centers, old_labels=None, *, scale: float = 1.0, metric: s
     weights : array (n,) or None
         Sample weights: the sums are weighted, the counts are the clusters'
         total weights (float64) and the inertia is weighted.
+    sq_total : float or None
+        :func:`sum_sq` of the block, when the caller keeps it (fused pass, no
+        weights): the inertia then comes from it and the exact per-cluster sums,
+        ``sum ||x||^2 - 2 sum_j c_j . S_j + sum_j n_j ||c_j||^2``, and no row's
+        squared norm is computed again.
 
     Returns
     -------
@@ -306,6 +404,15 @@ def lloyd_step(block, centers, old_labels=None, *, scale: float = 1.0, metric: s
         inertia () float64 in centres' units, changed () int64)
     """
     xp = namespace(block)
+    block = _flat(block, xp)
+    if weights is None and fused(xp, block, len(centers), metric):
+        labels, _, _, _, sums, counts = nearest_fused(block, None, centers, scale, k_sums=len(centers))
+        c, cc = fused_centres(centers, block.dtype, scale)
+        sums = sums.astype(np.float64)
+        sq = sum_sq(block) if sq_total is None else float(sq_total)
+        inertia = max(sq - 2 * float(np.einsum("ij,ij->", c.astype(np.float64), sums)) + float(counts @ cc), 0.0)
+        changed = labels.shape[0] if old_labels is None else int(np.count_nonzero(labels != old_labels))
+        return labels, (sums, counts, np.float64(inertia * scale * scale), np.int64(changed))
     if weights is not None:
         weights = xp.asarray(weights, dtype=xp.float64)
     labels, mind, sums, counts = _scan(block, centers, scale, metric, k_sums=len(centers), offset=offset,
@@ -552,7 +659,10 @@ def hamerly_step(block, centers, state=None, shifts=None, half_sep=None, *, scal
         rows, sure = None, None  # all
         sel = xp.arange(n, dtype=xp.int64)
         exact_sq = _exact_sq(xp, block)  # exact for integer pixels
-    lab_c, first, second = _nearest_two(xp, block, rows, c, wd, positions(n, offset))
+    if fused(xp, block, k, "l2"):
+        lab_c, first, second = nearest_fused(block, rows, centers, scale, second=True)[:3]
+    else:
+        lab_c, first, second = _nearest_two(xp, block, rows, c, wd, positions(n, offset))
     nrm = xp.sqrt(exact_sq) * (1 + 1e-12)
     err = eps * (nrm + cmax) ** 2  # bounds |what Lloyd computes - the exact value|
     up_c = xp.sqrt(xp.clip(exact_sq + first + err, min=0.0))

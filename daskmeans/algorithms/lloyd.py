@@ -5,19 +5,24 @@ from __future__ import annotations
 import numpy as np
 
 from .. import kernels
+from ..backend import namespace
 from .base import Algorithm, StepResult, with_weights
 
 
 def lloyd_group(states, blocks, offsets, shared):
-    """Per group: each chunk's labels are its state (to count changed rows)."""
+    """Per group: each chunk's state is its labels (to count changed rows) and the sum of
+    its rows' squared values (the inertia comes from it and the exact per-cluster sums)."""
     c, prev, scale, metric = shared["centers"], shared["prev"], shared["scale"], shared["metric"]
     new, total = [], None
     for i, (block, offset, w) in enumerate(with_weights(blocks, offsets, shared.get("weights"))):
-        old = states[i] if states is not None else None
+        old, sq = states[i] if states is not None else (None, None)
         if old is None and prev is not None:  # lost or resumed: the labels prev gave
             old = kernels.assign(block, prev, scale, metric, offset)[0]
-        labels, part = kernels.lloyd_step(block, c, old, scale=scale, metric=metric, offset=offset, weights=w)
-        new.append(labels)
+        if sq is None and w is None and kernels.fused(namespace(block), block, len(c), metric):
+            sq = kernels.sum_sq(block)
+        labels, part = kernels.lloyd_step(block, c, old, scale=scale, metric=metric, offset=offset, weights=w,
+                                          sq_total=sq)
+        new.append((labels, sq))
         total = part if total is None else kernels.combine(total, part)
     return new, total
 
