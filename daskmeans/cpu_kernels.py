@@ -118,6 +118,39 @@ if AVAILABLE:
         return best, sec, lab
 
     @_fused
+    def _keep4(cc, j, k, a0, a1, a2, a3, best, sec, lab):
+        """:func:`_keep` for centres ``j .. j+3`` (those below ``k``) and their products ``a0 .. a3``."""
+        best, sec, lab = _keep(cc[j] - 2.0 * np.float64(a0), j, best, sec, lab)
+        if j + 1 < k:
+            best, sec, lab = _keep(cc[j + 1] - 2.0 * np.float64(a1), j + 1, best, sec, lab)
+        if j + 2 < k:
+            best, sec, lab = _keep(cc[j + 2] - 2.0 * np.float64(a2), j + 2, best, sec, lab)
+        if j + 3 < k:
+            best, sec, lab = _keep(cc[j + 3] - 2.0 * np.float64(a3), j + 3, best, sec, lab)
+        return best, sec, lab
+
+    @_fused
+    def _emit(i, n, best, sec, lab, x, labels, first, second, sums, counts, sq):
+        """Row ``i``'s results (nothing past ``n``: a group's padding), and the optional outputs."""
+        if i >= n:
+            return
+        labels[i] = lab
+        first[i] = best
+        if second.shape[0] > 0:
+            second[i] = sec
+        if sq.shape[0] > 0:
+            acc = 0.0
+            for f in range(x.shape[0]):
+                v = np.float64(x[f])
+                acc += v * v
+            sq[i] = acc
+        if sums.shape[0] > 0:
+            counts[lab] += 1
+            srow = sums[lab]
+            for f in range(x.shape[0]):
+                srow[f] += x[f]
+
+    @_fused
     def nearest(block, rows, c, cc, labels, first, second, sums, counts, sq):
         """For each selected row ``x = block[rows[i]]``: the centre ``j`` with the least
         ``cc[j] - 2 x.c[j]`` (ties: the lower ``j``) into ``labels[i]``, that value into
@@ -134,8 +167,6 @@ if AVAILABLE:
         n = rows.shape[0]
         k, d = c.shape
         zero = c[0, 0] - c[0, 0]
-        do_sums = sums.shape[0] > 0
-        do_sq = sq.shape[0] > 0
         last = n - 1
         for g in range(0, n, 4):
             x0 = block[rows[g]]
@@ -179,47 +210,11 @@ if AVAILABLE:
                     a13 += y1 * v
                     a23 += y2 * v
                     a33 += y3 * v
-                b0, s0, l0 = _keep(cc[j] - 2.0 * np.float64(a00), j, b0, s0, l0)
-                b1, s1, l1 = _keep(cc[j] - 2.0 * np.float64(a10), j, b1, s1, l1)
-                b2, s2, l2 = _keep(cc[j] - 2.0 * np.float64(a20), j, b2, s2, l2)
-                b3, s3, l3 = _keep(cc[j] - 2.0 * np.float64(a30), j, b3, s3, l3)
-                if j + 1 < k:
-                    b0, s0, l0 = _keep(cc[j + 1] - 2.0 * np.float64(a01), j + 1, b0, s0, l0)
-                    b1, s1, l1 = _keep(cc[j + 1] - 2.0 * np.float64(a11), j + 1, b1, s1, l1)
-                    b2, s2, l2 = _keep(cc[j + 1] - 2.0 * np.float64(a21), j + 1, b2, s2, l2)
-                    b3, s3, l3 = _keep(cc[j + 1] - 2.0 * np.float64(a31), j + 1, b3, s3, l3)
-                if j + 2 < k:
-                    b0, s0, l0 = _keep(cc[j + 2] - 2.0 * np.float64(a02), j + 2, b0, s0, l0)
-                    b1, s1, l1 = _keep(cc[j + 2] - 2.0 * np.float64(a12), j + 2, b1, s1, l1)
-                    b2, s2, l2 = _keep(cc[j + 2] - 2.0 * np.float64(a22), j + 2, b2, s2, l2)
-                    b3, s3, l3 = _keep(cc[j + 2] - 2.0 * np.float64(a32), j + 2, b3, s3, l3)
-                if j + 3 < k:
-                    b0, s0, l0 = _keep(cc[j + 3] - 2.0 * np.float64(a03), j + 3, b0, s0, l0)
-                    b1, s1, l1 = _keep(cc[j + 3] - 2.0 * np.float64(a13), j + 3, b1, s1, l1)
-                    b2, s2, l2 = _keep(cc[j + 3] - 2.0 * np.float64(a23), j + 3, b2, s2, l2)
-                    b3, s3, l3 = _keep(cc[j + 3] - 2.0 * np.float64(a33), j + 3, b3, s3, l3)
-            for q in range(min(4, n - g)):
-                i = g + q
-                if q == 0:
-                    b, s, lab, x = b0, s0, l0, x0
-                elif q == 1:
-                    b, s, lab, x = b1, s1, l1, x1
-                elif q == 2:
-                    b, s, lab, x = b2, s2, l2, x2
-                else:
-                    b, s, lab, x = b3, s3, l3, x3
-                labels[i] = lab
-                first[i] = b
-                if second.shape[0] > 0:
-                    second[i] = s
-                if do_sq:
-                    acc = 0.0
-                    for f in range(d):
-                        v64 = np.float64(x[f])
-                        acc += v64 * v64
-                    sq[i] = acc
-                if do_sums:
-                    counts[lab] += 1
-                    srow = sums[lab]
-                    for f in range(d):
-                        srow[f] += x[f]
+                b0, s0, l0 = _keep4(cc, j, k, a00, a01, a02, a03, b0, s0, l0)
+                b1, s1, l1 = _keep4(cc, j, k, a10, a11, a12, a13, b1, s1, l1)
+                b2, s2, l2 = _keep4(cc, j, k, a20, a21, a22, a23, b2, s2, l2)
+                b3, s3, l3 = _keep4(cc, j, k, a30, a31, a32, a33, b3, s3, l3)
+            _emit(g, n, b0, s0, l0, x0, labels, first, second, sums, counts, sq)
+            _emit(g + 1, n, b1, s1, l1, x1, labels, first, second, sums, counts, sq)
+            _emit(g + 2, n, b2, s2, l2, x2, labels, first, second, sums, counts, sq)
+            _emit(g + 3, n, b3, s3, l3, x3, labels, first, second, sums, counts, sq)

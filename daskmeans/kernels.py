@@ -659,10 +659,7 @@ def hamerly_step(block, centers, state=None, shifts=None, half_sep=None, *, scal
         rows, sure = None, None  # all
         sel = xp.arange(n, dtype=xp.int64)
         exact_sq = _exact_sq(xp, block)  # exact for integer pixels
-    if fused(xp, block, k, "l2"):
-        lab_c, first, second = nearest_fused(block, rows, centers, scale, second=True)[:3]
-    else:
-        lab_c, first, second = _nearest_two(xp, block, rows, c, wd, positions(n, offset))
+    lab_c, first, second = _nearest_two(xp, block, rows, c, wd, positions(n, offset), (centers, scale))
     nrm = xp.sqrt(exact_sq) * (1 + 1e-12)
     err = eps * (nrm + cmax) ** 2  # bounds |what Lloyd computes - the exact value|
     up_c = xp.sqrt(xp.clip(exact_sq + first + err, min=0.0))
@@ -706,10 +703,13 @@ def _moved_bounds(xp, state, shifts, half_sep, eps, cmax):
     return upper, lower, norms, sure
 
 
-def _nearest_two(xp, block, rows, c, wd, pos):
+def _nearest_two(xp, block, rows, c, wd, pos, given=None):
     """Labels and the best and second-best ``||c||^2 - 2 x.c`` (float64) of the selected rows,
-    in the same tiles and places as :func:`lloyd_step`'s (so the labels are Lloyd's)."""
+    by the same arithmetic as :func:`lloyd_step`'s (so the labels are Lloyd's): the fused pass,
+    or the same tiles and places. ``given``: the centres as passed (centres' units) and the scale."""
     k = c.shape[0]
+    if given is not None and fused(xp, block, k, "l2"):
+        return nearest_fused(block, rows, given[0], given[1], second=True)[:3]
     ct, cc = xp.matrix_transpose(c), xp.vecdot(c, c)
     ids = xp.arange(k, dtype=xp.int32)
     sel, labs, firsts, seconds = [], [], [], []
