@@ -53,6 +53,7 @@ sys.path.insert(0, str(ROOT))
 import daskmeans  # noqa: E402
 from daskmeans import KMeans, kmeans_plusplus  # noqa: E402
 from daskmeans.data import load_cifar10  # noqa: E402
+from daskmeans.kmeans import pixel_scale  # noqa: E402
 from daskmeans.placement import Placement  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data" / "cifar10-images.tar.gz"
@@ -91,11 +92,12 @@ def sk_iterations(X32, centers, n_iter):
     shift = np.zeros(len(c), dtype=np.float32)
     threads = THREADS or _openmp_effective_n_threads()
     secs = []
-    for _ in range(n_iter):
-        t0 = time.perf_counter()
-        lloyd_iter_chunked_dense(X32, w, c, c_new, wic, labels, shift, threads)
-        secs.append(time.perf_counter() - t0)
-        c, c_new = c_new, c
+    with threadpoolctl.threadpool_limits(1, user_api="blas"):  # as KMeans.fit runs it (no oversubscription)
+        for _ in range(n_iter):
+            t0 = time.perf_counter()
+            lloyd_iter_chunked_dense(X32, w, c, c_new, wic, labels, shift, threads)
+            secs.append(time.perf_counter() - t0)
+            c, c_new = c_new, c
     return secs
 
 
@@ -190,6 +192,95 @@ def section_small_fit(table, X):
                 f"iterations {km.n_iter_} vs {sk.n_iter_}")
 
 
+# -- the peers: whole fits from the same centres, per-iteration cost by difference ------------
+
+
+def _peer_fitters():
+    """name -> fit(X32, centres32, n_iter): every k-means peer installed here (float32, all cores)."""
+    fitters = {
+        "scikit-learn lloyd": lambda X, C, it: SKKMeans(len(C), init=C, n_init=1, max_iter=it, tol=0,
+                                                        algorithm="lloyd").fit(X),
+        "scikit-learn elkan": lambda X, C, it: SKKMeans(len(C), init=C, n_init=1, max_iter=it, tol=0,
+                                                        algorithm="elkan").fit(X),
+    }
+    try:
+        from sklearnex.cluster import KMeans as OneDAL
+
+        fitters["oneDAL (scikit-learn-intelex)"] = lambda X, C, it: OneDAL(len(C), init=C, n_init=1, max_iter=it,
+                                                                           tol=0).fit(X)
+    except ImportError:
+        print("# scikit-learn-intelex is not installed: no oneDAL row", flush=True)
+    try:
+        import faiss
+
+        def faiss_fit(X, C, it):
+            km = faiss.Kmeans(X.shape[1], len(C), niter=it, max_points_per_centroid=X.shape[0], seed=0)
+            km.train(X, init_centroids=C)
+
+        fitters["faiss-cpu (all points)"] = faiss_fit
+    except ImportError:
+        print("# faiss-cpu is not installed: no faiss row", flush=True)
+    return fitters
+
+
+def per_iteration(fit, lo, hi, repeat=2):
+    """Seconds per iteration as (fit of ``hi`` iterations - fit of ``lo``) / (hi - lo), best of ``repeat``:
+    what an iteration costs, without the set-up, conversion and final pass of a fit."""
+    fit(lo)  # warm: threads, compiled code, caches
+    best = float("inf")
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fit(lo)
+        t1 = time.perf_counter()
+        fit(hi)
+        t2 = time.perf_counter()
+        best = min(best, ((t2 - t1) - (t1 - t0)) / (hi - lo))
+    return best
+
+
+def section_peers(table, X, centers, label, lo=1, hi=21):
+    """daskmeans (lloyd, auto) against every peer, the same data and initial centres, tol 0."""
+    X32 = np.ascontiguousarray(X.compute().astype(np.float32) * np.float32(pixel_scale(X.dtype)))
+    C32 = np.ascontiguousarray(centers, dtype=np.float32)
+    peers = {name: per_iteration(lambda it, f=f: f(X32, C32, it), lo, hi) for name, f in _peer_fitters().items()}
+    fastest = min(peers, key=peers.get)
+    for name, secs in peers.items():
+        table.append({"case": f"{label}: {name}", "seconds": secs, "section": "peers"})
+        print(f"| {label} | {name} | {secs:.4f} | {secs / peers[fastest]:.2f}x |", flush=True)
+    for algorithm in ("lloyd", "auto"):
+        secs = per_iteration(lambda it: KMeans(len(C32), init=centers, tol=0, max_iter=it,
+                                               algorithm=algorithm).fit(X), lo, hi)
+        table.append({"case": f"{label}: daskmeans {algorithm}", "seconds": secs, "fastest_peer": fastest,
+                      "ratio": secs / peers[fastest], "section": "peers"})
+        print(f"| {label} | **daskmeans {algorithm}** | {secs:.4f} | **{secs / peers[fastest]:.2f}x** "
+              f"(fastest: {fastest}) |", flush=True)
+
+
+def patches(images, n_rows, size=6, seed=0):
+    """``n_rows`` random size x size x 3 patches of CIFAR images (uint8, d = 3 size^2)."""
+    rng = np.random.default_rng(seed)
+    imgs = images.reshape(-1, 32, 32, 3)
+    i = rng.integers(0, imgs.shape[0], n_rows)
+    y = rng.integers(0, 32 - size + 1, n_rows)
+    x = rng.integers(0, 32 - size + 1, n_rows)
+    out = np.empty((n_rows, size, size, 3), dtype=np.uint8)
+    for dy in range(size):
+        for dx in range(size):
+            out[:, dy, dx, :] = imgs[i, y + dy, x + dx, :]
+    return out.reshape(n_rows, -1)
+
+
+def section_shapes(table, X):
+    """Other shapes: k = 100 and 1,000 on the 50,000 images; k = 400 on 1,000,000 6 x 6 x 3 patches."""
+    for k in (100, 1000):
+        c = kmeans_plusplus(X, k, random_state=0)[0] if k <= 100 else X[:k].compute() / 255.0
+        section_peers(table, X, c, f"50,000 images, k = {k}", 1, 3)
+    P = patches(X.compute(), 1_000_000)
+    Xp = da.from_array(P, chunks=(50_000, -1)).persist()
+    c = P[np.random.default_rng(1).choice(len(P), 400, replace=False)] / 255.0
+    section_peers(table, Xp, c, "1,000,000 patches 6x6x3, k = 400", 1, 3)
+
+
 def section_rss(table):
     out = Path(os.environ.get("TMPDIR", "/tmp")) / f"bench-rss-{os.getpid()}"
     cmd = [sys.executable, "-m", "daskmeans", "run", "--data", str(DATA), "--out", str(out), "-q"]
@@ -211,7 +302,7 @@ def section_rss(table):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", default=str(DATA))
-    ap.add_argument("--only", default="threads,local,small,smallfit,converge,chunks,rss")
+    ap.add_argument("--only", default="peers,shapes,threads,local,small,smallfit,converge,chunks,rss")
     ap.add_argument("--json")
     ap.add_argument("--threads", type=int, help="threads for both (dask num_workers, scikit-learn n_threads); "
                     "1 compares kernels without OpenMP spin-waits on a loaded machine")
@@ -234,6 +325,11 @@ def main():
     centers = kmeans_plusplus(X, 10, random_state=0)[0]
     if "rss" in only:
         section_rss(table)
+    if "peers" in only:
+        print("| data | method | s/iter | vs fastest peer |\n|---|---|---|---|", flush=True)
+        section_peers(table, X, centers, "50,000 images, k = 10")
+    if "shapes" in only:
+        section_shapes(table, X)
     if "threads" in only:
         section_phases(table, X, X32, centers, "50,000 images, threads")
     if "small" in only:

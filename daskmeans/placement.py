@@ -59,7 +59,42 @@ def _load(source):
     return source
 
 
-def run_group(token, gid, func, sources, offsets, iteration, shared, weights=None):
+#: Chunks read ahead of the one being measured when a group streams its chunks from their source.
+READ_AHEAD = 1
+
+
+def _streamed(sources):
+    """The chunks of ``sources`` one at a time, the next :data:`READ_AHEAD` read while one is measured."""
+    with concurrent.futures.ThreadPoolExecutor(1, "daskmeans-read") as reader:
+        pending = [reader.submit(_load, s) for s in sources[: READ_AHEAD + 1]]
+        for i in range(len(sources)):
+            block = pending[i].result()
+            pending[i] = None  # the reader's copy goes with it
+            if i + READ_AHEAD + 1 < len(sources):
+                pending.append(reader.submit(_load, sources[i + READ_AHEAD + 1]))
+            yield block
+
+
+def _chunk_state(states, i):
+    """Chunk ``i``'s state as a one-chunk group's: a list of one, or per run ({run: list of one})."""
+    if states is None:
+        return None
+    if isinstance(states, dict):
+        return {r: _chunk_state(v, i) for r, v in states.items()}
+    return states[i : i + 1]
+
+
+def _append_state(acc, st):
+    """Chunk states in order: :func:`_chunk_state`'s inverse."""
+    if isinstance(st, dict):
+        acc = {} if acc is None else acc
+        for r, v in st.items():
+            acc[r] = _append_state(acc.get(r), v)
+        return acc
+    return (acc or []) + (list(st) if st is not None else [None])
+
+
+def run_group(token, gid, func, sources, offsets, iteration, shared, weights=None, reduce=None):
     """Run ``func`` over one group's chunks with its saved state; save the new state.
 
     ``func(states, blocks, offsets, shared) -> (states, partial)``; ``states`` is
@@ -67,16 +102,35 @@ def run_group(token, gid, func, sources, offsets, iteration, shared, weights=Non
     ``iteration`` None: a pass that neither reads nor writes state. ``weights``:
     the group's sample weights (its rows in order), given to ``func`` as
     ``shared["weights"]``.
+
+    Chunks in memory are measured together (small ones merged: see
+    :func:`~daskmeans.algorithms.base.merged`). Chunks read from their source
+    (not persisted: out of core) stream: ``func`` runs on one chunk at a time,
+    with its state, while the next is read, and ``reduce`` (the pass's merge of
+    partials) sums the chunks' results, so a group holds at most
+    ``READ_AHEAD + 1`` chunks whatever its size. A row's label does not depend on
+    its block, so both ways give the same result.
     """
-    if weights is not None:
-        shared = {**shared, "weights": weights}
     states = None
     if iteration is not None:
         with _LOCK:
             saved = _REGISTRY.get((token, gid))
         states = saved[1] if saved is not None and saved[0] == iteration - 1 else None
-    blocks = [_load(s) for s in sources]
-    states, partial = func(states, blocks, offsets, shared)
+    if reduce is not None and len(sources) > 1 and any(isinstance(s, da.Array) for s in sources):
+        new, parts, start = None, [], 0
+        for i, block in enumerate(_streamed(sources)):
+            sh = shared if weights is None else {**shared, "weights": weights[start : start + block.shape[0]]}
+            start += block.shape[0]
+            st, part = func(_chunk_state(states, i), [block], offsets[i : i + 1], sh)
+            del block
+            new = _append_state(new, st)
+            parts.append(host(part))
+        states, partial = (new if iteration is not None else None), reduce(*parts)
+    else:
+        if weights is not None:
+            shared = {**shared, "weights": weights}
+        blocks = [_load(s) for s in sources]
+        states, partial = func(states, blocks, offsets, shared)
     if iteration is not None:
         with _LOCK:
             _REGISTRY[(token, gid)] = (iteration, states)
@@ -243,7 +297,8 @@ class Placement:
         if self._pool is None:
             self._pool = concurrent.futures.ThreadPoolExecutor(max(1, len(self.groups)), "daskmeans")
         futs = [
-            self._pool.submit(run_group, self.token, g.gid, func, g.sources, g.offsets, iteration, shared, g.weights)
+            self._pool.submit(run_group, self.token, g.gid, func, g.sources, g.offsets, iteration, shared, g.weights,
+                              reduce)
             for g in self.groups
         ]
         return reduce(*[f.result() for f in futs])
@@ -261,7 +316,7 @@ class Placement:
             shared_f = client.submit(_identity, shared, pure=False, key=f"daskmeans-shared-{tag}")
         futs = [
             client.submit(
-                run_group, self.token, g.gid, func, g.sources, g.offsets, iteration, shared_f, g.weights,
+                run_group, self.token, g.gid, func, g.sources, g.offsets, iteration, shared_f, g.weights, reduce,
                 workers=[g.worker] if g.worker else None, allow_other_workers=True, pure=False,
                 key=f"daskmeans-group-{tag}-{g.gid}",
             )
