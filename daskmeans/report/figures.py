@@ -16,11 +16,14 @@ import io
 import math
 
 import numpy as np
-from matplotlib.figure import Figure
 from PIL import Image
 
+from .. import userdirs
 from ..metrics import scores
 from .examples import KINDS, Examples
+
+userdirs.matplotlib_config()  # before matplotlib's import, which picks its folder once: HOME may be read-only
+from matplotlib.figure import Figure  # noqa: E402
 
 KIND_TITLE = {"random": "random members", "nearest": "nearest to the centre", "farthest": "farthest from the centre"}
 _GREEN = (46, 160, 67)
