@@ -13,7 +13,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from .. import config
+from .. import config, userdirs
 from ..atomic import sweep_stale, temporary_name
 from ..errors import DataError
 from .safety import special_kind
@@ -161,7 +161,7 @@ def _check_path(data, label: str = "--data ") -> Path | str:
         # /dev/zero, a FIFO or a socket would hang or never end while being hashed.
         raise DataError(f"{label}{data}: {special_kind(mode)}, not a file or folder; {HINT}")
     if not os.access(path, os.R_OK) or (path.is_dir() and not os.access(path, os.X_OK)):
-        raise DataError(f"{label}{data}: permission denied; make it readable or {HINT}")
+        raise DataError(f"{label}{data}: permission denied; {userdirs.read_fix(data, path.is_dir())}")
     return path.resolve()
 
 

@@ -34,6 +34,7 @@ import zlib
 
 import numpy as np
 
+from .. import userdirs
 from ..errors import DataError
 
 __all__ = [
@@ -367,7 +368,7 @@ def read_regular_file(path, limit: int, what: str = "file") -> bytes:
     try:
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
     except OSError as e:
-        raise DataError(f"{path}: cannot read ({e.strerror or e}); check permissions") from None
+        raise DataError(f"{path}: cannot read ({e.strerror or e}); {userdirs.read_fix(path)}") from None
     with os.fdopen(fd, "rb") as f:
         st = os.fstat(f.fileno())
         if not stat.S_ISREG(st.st_mode):

@@ -30,6 +30,7 @@ from typing import Callable, Iterator
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from .. import userdirs
 from ..errors import DataError
 from .fetch import HINT, Progress
 from .safety import iter_archive_members, read_regular_file, safe_loads
@@ -387,7 +388,8 @@ def _read_image_dir(root: Path, progress: bool) -> SourceData:
 
 
 def _raise_walk_error(e: OSError):
-    raise DataError(f"{e.filename}: cannot list folder ({e.strerror or e}); check permissions")
+    raise DataError(f"{e.filename}: cannot list folder ({e.strerror or e}); "
+                    f"{userdirs.read_fix(e.filename, folder=True)}")
 
 
 def _image_source(class_names, by_split, load, display, bar, where: str) -> SourceData:

@@ -39,7 +39,7 @@ import numpy as np
 import zarr
 from dask.base import tokenize
 
-from .. import config
+from .. import config, userdirs
 from ..atomic import atomic_file, atomic_path, sweep_stale
 from ..errors import DataError, InputError
 from .fetch import HINT
@@ -159,7 +159,7 @@ def file_sha256(path: Path, cache_dir: Path) -> str:
             for block in iter(lambda: f.read(1 << 20), b""):
                 h.update(block)
     except OSError as e:
-        raise DataError(f"--data {path}: cannot read ({e.strerror or e}); check permissions") from None
+        raise DataError(f"--data {path}: cannot read ({e.strerror or e}); {userdirs.read_fix(path)}") from None
     digest = h.hexdigest()
     table[real] = [*key, digest]
     _write_json_atomic(cache_file, table)
