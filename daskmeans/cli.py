@@ -13,7 +13,7 @@ import signal
 import sys
 import threading
 
-from . import __version__, jobs, params, predict, sweep
+from . import __version__, doctor, jobs, params, predict, sweep
 from .data import ingest
 from .errors import EXIT_FAILED, EXIT_INPUT, DaskmeansError
 from .run import Settings, format_summary, run
@@ -89,6 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_parser(sub, common)
     sweep.add_parser(sub, common)
     jobs.add_parser(sub, common)
+    doctor.add_parser(sub, common)
     return parser
 
 
