@@ -15,12 +15,15 @@ from pathlib import Path
 
 import yaml
 
-from .. import profiles
+from .. import __version__, profiles
 from ..errors import InputError
 from .schedule import cron_to_oncalendar
 from .spec import CONTROL_CHARS, JobSpec
 
 TARGETS = ("cron", "systemd", "kubernetes", "slurm")
+#: The image the repository's Dockerfile builds (``docker build -t daskmeans:<version> .``);
+#: ``render.kubernetes.image`` names another (the same one pushed to your registry).
+DEFAULT_IMAGE = f"daskmeans:{__version__}"
 
 
 def _command(spec: JobSpec) -> list[str]:
@@ -71,9 +74,12 @@ def render_systemd(spec: JobSpec, workdir: Path) -> str:
     cmd = " ".join(_specifiers(_systemd_quote(c)).replace("$", "$$") for c in _command(spec))
     opts = spec.render.get("systemd") or {}
     description = f"daskmeans job {spec.name}{': ' + spec.description if spec.description else ''}"
+    account = _systemd_account(spec, opts)
+    where, ctl = ("/etc/systemd/system/ (a system service: User= needs one)", "systemctl") if account else \
+        ("~/.config/systemd/user/ (or /etc/systemd/system/)", "systemctl --user")
     return (
-        f"# {unit}.service and {unit}.timer: copy each part into ~/.config/systemd/user/ (or /etc/systemd/system/),\n"
-        f"# then: systemctl --user daemon-reload && systemctl --user enable --now {unit}.timer\n"
+        f"# {unit}.service and {unit}.timer: copy each part into {where},\n"
+        f"# then: {ctl} daemon-reload && {ctl} enable --now {unit}.timer\n"
         f"# ---- {unit}.service ----\n"
         f"[Unit]\n"
         f"Description={_specifiers(description)}\n"
@@ -85,6 +91,7 @@ def render_systemd(spec: JobSpec, workdir: Path) -> str:
         f"# 75: another run of this job holds its lock; nothing was done, not a failure\n"
         f"SuccessExitStatus=75\n"
         f"Nice={_int_option(spec, 'systemd', opts, 'nice', 10)}\n"
+        f"{account}"
         f"\n"
         f"# ---- {unit}.timer ----\n"
         f"[Unit]\n"
@@ -98,6 +105,30 @@ def render_systemd(spec: JobSpec, workdir: Path) -> str:
         f"\n"
         f"[Install]\n"
         f"WantedBy=timers.target\n"
+    )
+
+
+def _systemd_account(spec: JobSpec, opts: dict) -> str:
+    """``render.systemd.user`` (and ``group``): a system service under that account, which needs no
+    writable home: systemd makes ``/var/cache/daskmeans`` for it and every cache goes there."""
+    lines = []
+    for key in ("user", "group"):
+        value = opts.get(key)
+        if value is None:
+            continue
+        if not isinstance(value, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.-]{0,31}", value):
+            raise InputError(f"job spec {spec.path}: render.systemd.{key} {value!r} is not a user or group name "
+                             f"(letters, digits, _ . -; e.g. daskmeans)")
+        lines.append(f"{key.capitalize()}={value}")
+    if not lines:
+        return ""
+    return (
+        "\n".join(lines) + "\n"
+        "# the account's home need not exist or be writable: systemd makes %C/daskmeans (/var/cache/daskmeans)\n"
+        "# for it, and the data cache, compiled kernels and matplotlib's files all go there\n"
+        "CacheDirectory=daskmeans\n"
+        "Environment=DASKMEANS_CACHE=%C/daskmeans NUMBA_CACHE_DIR=%C/daskmeans/numba "
+        "MPLCONFIGDIR=%C/daskmeans/matplotlib\n"
     )
 
 
@@ -169,13 +200,16 @@ def render_kubernetes(spec: JobSpec) -> str:
     claim = str(opts.get("volume-claim", "daskmeans-data"))
     files, env = _pod_files(spec, mount)
     configmap = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": f"daskmeans-job-{name}"}, "data": files}
-    cronjob = _cronjob(spec, opts, name, _container(opts, env, mount), claim)
+    image = str(opts.get("image") or DEFAULT_IMAGE)
+    cronjob = _cronjob(spec, opts, name, _container(image, opts, env, mount), claim)
     if opts.get("namespace"):
         configmap["metadata"]["namespace"] = cronjob["metadata"]["namespace"] = str(opts["namespace"])
     head = (
         f"# daskmeans job {spec.name} on Kubernetes: kubectl apply -f <this file>\n"
         f"# The spec runs from the ConfigMap; data ({mount}/data/), the cache and the runs ({mount}/runs/)\n"
         f"# live on the PersistentVolumeClaim {claim}. concurrencyPolicy: Forbid skips a run while one is going.\n"
+        f"# Image {image}: the repository's Dockerfile (docker build -t {DEFAULT_IMAGE} .), user 1000,\n"
+        f"# the package read-only, caches on the volume; push it where the cluster pulls from.\n"
     )
     return head + yaml.dump_all([configmap, cronjob], Dumper=_Dumper, sort_keys=False)
 
@@ -195,19 +229,28 @@ def _pod_files(spec: JobSpec, mount: str) -> tuple[dict, list]:
         files["cluster.yaml"] = yaml.safe_dump(
             {"daskmeans": {"cluster": {"profiles": {spec.settings.cluster: prof}}}}, sort_keys=False)
         env.append({"name": "DASKMEANS_CLUSTER_CONFIG", "value": "/etc/daskmeans/cluster.yaml"})
+    # every per-user folder on the volume: the image's user has no writable home
     env.append({"name": "DASKMEANS_CACHE", "value": f"{mount}/cache"})
+    env.append({"name": "NUMBA_CACHE_DIR", "value": f"{mount}/cache/numba"})
+    env.append({"name": "MPLCONFIGDIR", "value": f"{mount}/cache/matplotlib"})
     return files, env
 
 
-def _container(opts: dict, env: list, mount: str) -> dict:
+def _container(image: str, opts: dict, env: list, mount: str) -> dict:
     return {
         "name": "daskmeans",
-        "image": str(opts.get("image", "ghcr.io/example/daskmeans:latest")),
+        "image": image,
+        "imagePullPolicy": "IfNotPresent",
         "command": ["daskmeans", "job", "run", "/etc/daskmeans/job.yaml", "-q"],
+        "workingDir": mount,
         "env": env,
+        # daskmeans writes only to the volume and /tmp (an emptyDir): the image itself stays read-only
+        "securityContext": {"readOnlyRootFilesystem": True, "allowPrivilegeEscalation": False,
+                            "capabilities": {"drop": ["ALL"]}},
         "volumeMounts": [
             {"name": "spec", "mountPath": "/etc/daskmeans", "readOnly": True},
             {"name": "data", "mountPath": mount},
+            {"name": "tmp", "mountPath": "/tmp"},
         ],
         "resources": opts.get("resources") or {"requests": {"cpu": "2", "memory": "8Gi"},
                                                  "limits": {"cpu": "2", "memory": "8Gi"}},
@@ -231,11 +274,12 @@ def _cronjob(spec: JobSpec, opts: dict, name: str, container: dict, claim: str) 
                     "metadata": {"labels": {"app": "daskmeans", "daskmeans/job": name}},
                     "spec": {
                         "restartPolicy": "Never",
-                        "securityContext": {"runAsNonRoot": True, "runAsUser": 1000, "fsGroup": 1000},
+                        "securityContext": {"runAsNonRoot": True, "runAsUser": 1000, "runAsGroup": 1000, "fsGroup": 1000},
                         "containers": [container],
                         "volumes": [
                             {"name": "spec", "configMap": {"name": f"daskmeans-job-{name}"}},
                             {"name": "data", "persistentVolumeClaim": {"claimName": claim}},
+                            {"name": "tmp", "emptyDir": {}},
                         ],
                     },
                 },
