@@ -214,9 +214,9 @@ def test_tasks_per_iteration_follow_the_threads_not_the_chunks(pixels, monkeypat
     counts = {}
     real = pmod.run_group
 
-    def spy(token, gid, func, sources, offsets, iteration, shared, weights=None):
+    def spy(token, gid, func, sources, offsets, iteration, shared, weights=None, reduce=None):
         counts[iteration] = counts.get(iteration, 0) + 1
-        return real(token, gid, func, sources, offsets, iteration, shared, weights)
+        return real(token, gid, func, sources, offsets, iteration, shared, weights, reduce)
 
     monkeypatch.setattr(pmod, "run_group", spy)
     per_chunking = []

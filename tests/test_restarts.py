@@ -61,9 +61,9 @@ def test_one_task_per_group_whatever_the_number_of_runs(pixels, monkeypatch):
     calls = []
     real = pmod.run_group
 
-    def spy(token, gid, func, sources, offsets, iteration, shared, weights=None):
+    def spy(token, gid, func, sources, offsets, iteration, shared, weights=None, reduce=None):
         calls.append(iteration)
-        return real(token, gid, func, sources, offsets, iteration, shared, weights)
+        return real(token, gid, func, sources, offsets, iteration, shared, weights, reduce)
 
     monkeypatch.setattr(pmod, "run_group", spy)
     with dask.config.set(num_workers=2):
