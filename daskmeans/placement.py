@@ -21,6 +21,7 @@ made it, so a task that runs twice never mistakes its own output for its input.
 from __future__ import annotations
 
 import concurrent.futures
+import logging
 import os
 import threading
 import uuid
@@ -30,13 +31,15 @@ import dask
 import dask.array as da
 import numpy as np
 
-from . import kernels
+from . import config, kernels
 from .graph import host
 
 try:  # distributed is a dependency, but the threaded path must not need a cluster
-    from distributed import default_client, futures_of
+    from distributed import default_client, futures_of, wait
 except ImportError:  # pragma: no cover
-    default_client = futures_of = None
+    default_client = futures_of = wait = None
+
+logger = logging.getLogger("daskmeans")
 
 #: Per-group state in this process: (token, group) -> (iteration, [state per chunk]).
 _REGISTRY: dict = {}
@@ -167,6 +170,47 @@ def current_client():
     return client
 
 
+def _key(source):
+    """A persisted chunk (a Future) by its key, for a runner that finds it in its worker's memory."""
+    return ("key", source.key) if hasattr(source, "key") and not isinstance(source, da.Array) else source
+
+
+class Runner:
+    """A dask actor, one per worker and fit: runs that worker's groups of a pass in its process.
+
+    The same :func:`run_group` as a scheduled task, with the same per-group state
+    (:data:`_REGISTRY`, this process's), on chunks it finds in its worker's memory;
+    so the result of a pass does not depend on the way it was run, and a pass that
+    fails here (a worker lost, a chunk moved) is run again as scheduled tasks,
+    which rebuild whatever was lost.
+    """
+
+    def __init__(self, token, nthreads):
+        from distributed import get_worker  # an actor is made on its worker
+
+        self.token, self.worker = token, get_worker()
+        self.pool = concurrent.futures.ThreadPoolExecutor(max(1, int(nthreads)), "daskmeans-runner")
+
+    def _value(self, source):
+        if isinstance(source, tuple) and len(source) == 2 and source[0] == "key":
+            return self.worker.data[source[1]]  # KeyError when the chunk is not here: the caller falls back
+        return source
+
+    def run(self, groups, func, shared, iteration, reduce):
+        """``groups``: ``[(gid, sources, offsets, weights), ...]``; the sum of their partials."""
+
+        def one(group):
+            gid, sources, offsets, weights = group
+            return run_group(self.token, gid, func, [self._value(s) for s in sources], offsets, iteration, shared,
+                             self._value(weights), reduce)
+
+        return reduce(*self.pool.map(one, groups))
+
+    def close(self):
+        self.pool.shutdown(wait=False)
+        return True
+
+
 @dataclass
 class Group:
     gid: int
@@ -220,6 +264,8 @@ class Placement:
 
     def __post_init__(self):
         self.client = current_client() if self.client is None else self.client
+        self._runners, self._runner_futs = None, {}
+        self._use_runners = bool(config.get("direct-passes", True))
         sizes = list(self.X.chunks[0])
         offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
         chunks = [i for i in range(len(sizes))]
@@ -265,6 +311,7 @@ class Placement:
             self.X = X
             by_key = {f.key: f for f in futures_of(X)}
             sources = [by_key[key] for key in _flat_keys(X)]
+            wait(sources)  # where the chunks are, not where they may go
             who = client.who_has(sources)
             holder = {}
             for c, f in enumerate(sources):
@@ -304,6 +351,57 @@ class Placement:
         return reduce(*[f.result() for f in futs])
 
     def _run_distributed(self, func, shared, iteration, reduce):
+        if self._runners is None and self._use_runners:
+            self._start_runners()
+        if self._runners:
+            try:
+                return self._run_direct(func, shared, iteration, reduce)
+            except Exception as e:  # noqa: BLE001 - a worker lost, data moved: the scheduler takes over
+                logger.info("direct passes stopped (%s: %s); the fit goes on through scheduled tasks",
+                            type(e).__name__, str(e).splitlines()[0] if str(e) else "")
+                self._stop_runners()
+                self._use_runners = False
+        return self._run_tasks(func, shared, iteration, reduce)
+
+    # -- direct passes: one runner per worker, called without the scheduler ---------------
+
+    def _start_runners(self):
+        """One :class:`Runner` actor per worker that holds groups (persisted chunks only)."""
+        self._runners = {}
+        if not self.persist:
+            return
+        try:
+            nthreads = self.client.nthreads()
+            futs = {w: self.client.submit(Runner, self.token, nthreads.get(w, 1), workers=[w],
+                                          allow_other_workers=False, actor=True, pure=False,
+                                          key=f"daskmeans-runner-{self.token[:8]}-{i}")
+                    for i, w in enumerate(sorted({g.worker for g in self.groups}))}
+            self._runner_futs = futs
+            self._runners = {w: f.result() for w, f in futs.items()}
+        except Exception as e:  # noqa: BLE001 - no actors here (an old or restricted cluster): tasks
+            logger.info("no direct passes on this cluster (%s); scheduled tasks instead", type(e).__name__)
+            self._stop_runners()
+            self._use_runners = False
+
+    def _stop_runners(self):
+        for runner in (self._runners or {}).values():
+            try:
+                runner.close().result()
+            except Exception:  # noqa: BLE001 - its worker is gone, and its threads with it
+                pass
+        self._runners, self._runner_futs = {}, {}
+
+    def _run_direct(self, func, shared, iteration, reduce):
+        """Each runner measures its worker's groups (their chunks already there) and sums them;
+        the client sums the runners' partials. Two messages per worker, no scheduler."""
+        calls = []
+        for w, runner in self._runners.items():
+            mine = [(g.gid, [_key(s) for s in g.sources], g.offsets, _key(g.weights))
+                    for g in self.groups if g.worker == w]
+            calls.append(runner.run(mine, func, shared, iteration, reduce))
+        return reduce(*[c.result() for c in calls])
+
+    def _run_tasks(self, func, shared, iteration, reduce):
         client = self.client
         tag = f"{self.token[:8]}-{iteration}-{uuid.uuid4().hex[:6]}"
         if len(self.groups) * _nbytes(shared) <= INLINE_BYTES:
@@ -338,6 +436,7 @@ class Placement:
 
     def close(self):
         """Forget this run's per-group state everywhere; stop the local threads."""
+        self._stop_runners()
         if self.client is not None:
             try:
                 self.client.run(_drop, self.token)

@@ -76,3 +76,36 @@ def test_streamed_restarts_share_passes_and_equal_runs_alone(live_chunks):
     np.testing.assert_array_equal(many.cluster_centers_, alone.cluster_centers_)
     assert many.inertia_ == alone.inertia_
     assert live_chunks["peak"] <= placement.READ_AHEAD + 2
+
+
+@pytest.mark.distributed
+@pytest.mark.parametrize("algorithm", ["lloyd", "hamerly"])
+def test_direct_passes_on_worker_processes_equal_scheduled_tasks(monkeypatch, algorithm):
+    """One runner per worker, called without the scheduler, gives what scheduled tasks give
+    (and what threads give), and is what a cluster fit uses."""
+    from distributed import Client, LocalCluster
+
+    X = _data(n=2000, seed=2)
+    init = X[:6].astype(np.float64) / 255
+    ref = KMeans(6, init=init, max_iter=8, tol=0, algorithm=algorithm).fit(X)
+    direct = []
+    real = placement.Placement._run_direct
+
+    def spy(self, *args):
+        direct.append(1)
+        return real(self, *args)
+
+    monkeypatch.setattr(placement.Placement, "_run_direct", spy)
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
+                      dashboard_address=None) as cluster, Client(cluster):
+        Xd = da.from_array(X, chunks=(250, -1))
+        fits = {}
+        for on in (True, False):
+            with dask.config.set({"daskmeans.direct-passes": on}):
+                n0 = len(direct)
+                fits[on] = KMeans(6, init=init, max_iter=8, tol=0, algorithm=algorithm).fit(Xd)
+                assert (len(direct) - n0 >= 8) if on else (len(direct) == n0)
+        for km in fits.values():
+            np.testing.assert_array_equal(km.cluster_centers_, ref.cluster_centers_)
+            np.testing.assert_array_equal(np.asarray(km.labels_.compute()), np.asarray(ref.labels_))
+            assert [h["changed"] for h in km.history_] == [h["changed"] for h in ref.history_]
