@@ -366,10 +366,8 @@ class Placement:
     # -- direct passes: one runner per worker, called without the scheduler ---------------
 
     def _start_runners(self):
-        """One :class:`Runner` actor per worker that holds groups (persisted chunks only)."""
+        """One :class:`Runner` actor per worker that holds groups."""
         self._runners = {}
-        if not self.persist:
-            return
         try:
             nthreads = self.client.nthreads()
             futs = {w: self.client.submit(Runner, self.token, nthreads.get(w, 1), workers=[w],
