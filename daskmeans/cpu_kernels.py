@@ -78,6 +78,46 @@ if AVAILABLE:
             for j in range(d):
                 s[j] += wr * b[j]
 
+    @_jit
+    def add_unit_rows(sums, counts, block, labels, unit):
+        """``sums[labels[r]] += rint(block[r] / ||block[r]|| * unit)`` (int64, in place): the unit
+        rows in fixed point, each value rounded once (IEEE, no fast-math), so the sums are exact
+        integers whatever their order. Zero rows add nothing but count."""
+        n, d = block.shape
+        for r in range(n):
+            b = block[r]
+            acc = 0.0
+            for j in range(d):
+                v = np.float64(b[j])
+                acc += v * v
+            lab = labels[r]
+            counts[lab] += 1
+            if acc == 0.0:
+                continue
+            nrm = np.sqrt(acc)
+            s = sums[lab]
+            for j in range(d):
+                s[j] += np.int64(np.rint(np.float64(b[j]) / nrm * unit))
+
+    @_jit
+    def add_unit_rows_weighted(sums, wsum, block, labels, unit, w):
+        """:func:`add_unit_rows` with each row times its weight ``w[r]`` (float64 sums and weights)."""
+        n, d = block.shape
+        for r in range(n):
+            b = block[r]
+            acc = 0.0
+            for j in range(d):
+                v = np.float64(b[j])
+                acc += v * v
+            lab = labels[r]
+            wsum[lab] += w[r]
+            if acc == 0.0:
+                continue
+            nrm = np.sqrt(acc)
+            s = sums[lab]
+            for j in range(d):
+                s[j] += w[r] * np.rint(np.float64(b[j]) / nrm * unit)
+
     @_fused
     def rows_sq_any(block, sq):
         """``sq[r] = sum(block[r] ** 2)`` in float64 for any numeric rows (exact for small integers)."""

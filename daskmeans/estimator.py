@@ -111,11 +111,23 @@ def _distances_block(block, centers, *, scale, metric, squared, out_dtype):
             d = xp.clip(d, min=0.0)  # rounding can make a zero distance slightly negative
             if not squared:
                 d = xp.sqrt(d)
+        elif metric == "cosine":  # 1 - cos (the same for `squared`)
+            d = 1 - (x @ xp.matrix_transpose(c)) / (xp.sqrt(xp.vecdot(x, x))[:, None] * xp.sqrt(cc)[None, :])
         else:
             d = xp.stack([xp.sum(xp.abs(x - c[j : j + 1, :]), axis=1) for j in range(c.shape[0])], axis=1)
         parts.append(d)
     out = parts[0] if len(parts) == 1 else xp.concat(parts, axis=0)
     return xp.astype(out, out_dtype)
+
+
+def _check_directions(Xd: da.Array) -> None:
+    """Spherical k-means scores rows by direction: a row of zeros has none and is refused."""
+    zero = da.all(Xd == 0, axis=1)
+    count = int(zero.sum().compute())
+    if count:
+        first = int(da.argmax(zero).compute())
+        raise InputError(f"X has {count} row(s) of zeros (the first is row {first}); metric='cosine' needs a "
+                         "direction for every row: drop those rows or use metric='l2'")
 
 
 def _min_block(block, centers, *, scale, metric):
@@ -262,9 +274,13 @@ default "k-means++"
     tol : float, default 1e-4
         Relative tolerance: the run stops when the total squared centre shift
         is <= ``tol * mean(var(X, axis=0))`` (scikit-learn's rule).
-    metric : {"l2", "l1"}, default "l2"
+    metric : {"l2", "l1", "cosine"}, default "l2"
         "l1" assigns by Manhattan distance and updates by the mean: the
-        original notebook's variant (not a k-medians).
+        original notebook's variant (not a k-medians). "cosine": spherical
+        k-means: each row goes to the centre of largest cosine similarity, the
+        centres are the normalised means of their rows scaled to norm 1 (unit
+        vectors; float data are not centred), the inertia is the sum of
+        ``1 - cos``; rows of zeros are refused.
     random_state : int, RandomState or None
     chunk_size : int or None
         Rows per chunk when NumPy arrays are given (dask arrays keep theirs).
@@ -565,10 +581,12 @@ default "k-means++"
             if self.persist:
                 Xd = Xd.persist()
             offset = None
-            if not data.pixels:
+            if self.metric == "cosine":
+                _check_directions(Xd)
+            elif not data.pixels:  # directions (cosine) must not move: only l2 and l1 data are centred
                 Xd, offset = self._centre(Xd)
             scale = pixel_scale(Xd.dtype)
-            tol = tolerance(Xd, float(self.tol), scale, split_every)
+            tol = tolerance(Xd, float(self.tol), scale, split_every, self.metric)
             Xfit = Xd if keep is None else Xd[keep]
             inits = [functools.partial(_bound_init, init, data.given, offset, m.n_clusters, d) if callable(init)
                      else init for m, init in zip(models, inits)]  # a callable is called on X as given
@@ -726,8 +744,8 @@ default "k-means++"
     def transform(self, X):
         """Distances ``(n_samples, n_clusters)`` from each row to each centre.
 
-        Euclidean for ``metric="l2"`` (as scikit-learn), Manhattan for "l1", in
-        centres' units; float32 for float32 and pixel data, float64 otherwise.
+        Euclidean for ``metric="l2"`` (as scikit-learn), Manhattan for "l1",
+        ``1 - cos`` for "cosine", in centres' units; float32 for float32 and pixel data, float64 otherwise.
         Dask in, dask out (lazy, X's row chunks); NumPy in, NumPy out.
         """
         _check_fitted(self)
@@ -751,7 +769,7 @@ default "k-means++"
         """Opposite of the (weighted) k-means objective of X: ``-sum(w * min distance)``.
 
         Squared Euclidean distances for ``metric="l2"`` (scikit-learn's
-        ``score``), L1 distances for "l1"; in centres' units. Any non-negative
+        ``score``), L1 distances for "l1", ``1 - cos`` for "cosine"; in centres' units. Any non-negative
         weights are fine here (a weighted sum).
         """
         _check_fitted(self)

@@ -82,7 +82,11 @@ def _dist_w(xp, x, c, scale: float, metric: str):
     if metric == "l1":
         cols = [xp.sum(xp.abs(x - c[j : j + 1, :]), axis=1) for j in range(c.shape[0])]
         return xp.stack(cols, axis=1) * scale
-    raise ValueError(f"metric={metric!r} is not one of 'l2', 'l1'")
+    if metric == "cosine":  # 1 - cos: the scale cancels
+        nx = xp.sqrt(xp.vecdot(x, x))
+        nc = xp.sqrt(xp.vecdot(c, c))
+        return 1 - (x @ xp.matrix_transpose(c)) / (nx[:, None] * nc[None, :])
+    raise ValueError(f"metric={metric!r} is not one of 'l2', 'l1', 'cosine'")
 
 
 def distances(block, centers, scale: float = 1.0, metric: str = "l2"):
@@ -93,10 +97,10 @@ def distances(block, centers, scale: float = 1.0, metric: str = "l2"):
     block : array (n, d) or (n, ...) of raw values
     centers : array-like (k, d), in the centres' units (``raw * scale``)
     scale : float
-    metric : {"l2", "l1"}
+    metric : {"l2", "l1", "cosine"}
         "l2" gives squared Euclidean distances (computed with one matrix
         product); "l1" gives Manhattan distances (the original notebook's
-        assignment rule).
+        assignment rule); "cosine" gives ``1 - cos`` (spherical k-means).
 
     Returns
     -------
@@ -226,7 +230,7 @@ def fused(xp, block, k: int, metric: str) -> bool:
     Decided by the namespace, the metric, the row length and the dtype only (never by the
     block's size or place), so every row of a fit is measured by the same arithmetic.
     """
-    return (metric == "l2" and cpu_kernels.AVAILABLE and isinstance(block, np.ndarray)
+    return (metric in ("l2", "cosine") and cpu_kernels.AVAILABLE and isinstance(block, np.ndarray)
             and block.ndim == 2 and block.shape[1] >= FUSED_MIN_D
             and (block.dtype.kind in "biu" or block.dtype in (np.float32, np.float64)))
 
@@ -249,18 +253,20 @@ def _rows_of(block):
     return block.view(np.uint8) if block.dtype == np.bool_ else block
 
 
-def nearest_fused(block, rows, centers, scale, *, second=False, sq=False, k_sums=None):
+def nearest_fused(block, rows, centers, scale, *, second=False, sq=False, k_sums=None, cc=None):
     """:func:`cpu_kernels.nearest` over ``block[rows]`` (``rows`` None: every row).
 
-    Returns ``(labels int32, first float64, second float64 or None, sq float64 or None,
-    sums or None, counts int64 or None)``; ``sums`` (k, d) are integers (int32 below
+    ``cc``: the values added to ``-2 x.c`` (default the centres' squared norms: squared L2
+    up to ``||x||^2``; zeros for cosine). Returns ``(labels int32, first float64, second
+    float64 or None, sq float64 or None, sums or None, counts int64 or None)``; ``sums`` (k, d) are integers (int32 below
     2**31, else int64) for small-integer rows, float64 otherwise.
     """
     block = _rows_of(block)
     n_all, d = block.shape
     rows = np.arange(n_all, dtype=np.int64) if rows is None else np.asarray(rows, dtype=np.int64)
     n = rows.shape[0]
-    c, cc = fused_centres(centers, block.dtype, scale)
+    c, norms = fused_centres(centers, block.dtype, scale)
+    cc = norms if cc is None else np.asarray(cc, dtype=np.float64)  # cosine: zeros (largest x.c wins)
     labels = np.zeros(n, dtype=np.int32)
     first = np.empty(n, dtype=np.float64)
     sec = np.empty(n, dtype=np.float64) if second else _EMPTY[np.dtype(np.float64)]
@@ -305,6 +311,83 @@ def _scan_fused(block, centers, scale, k_sums, weights):
     return lab, md, sums, counts
 
 
+# -- spherical k-means: cosine similarity, centres the normalised means ------------------------
+
+#: Unit rows are summed in fixed point: each value times 2**UNIT_BITS, rounded to an integer,
+#: so the per-cluster sums are exact integers whatever their order (int64 on NumPy chunks).
+UNIT_BITS = 32
+
+
+def unit_centres(centers, dtype, scale):
+    """Centres as the cosine pass compares them: raw units, each scaled to norm 1, in the work dtype."""
+    c = np.asarray(_centers_raw(np, to_numpy(np.asarray(centers)), work_dtype(np, dtype), scale), dtype=np.float64)
+    norms = np.sqrt(np.einsum("ij,ij->i", c, c))
+    norms[norms == 0] = 1.0
+    return np.ascontiguousarray(c / norms[:, None], dtype=work_dtype(np, dtype))
+
+
+def _scan_cosine(block, centers, scale, k_sums, offset, weights):
+    """:func:`_scan` for ``metric="cosine"``: the label is the centre of largest ``x . c``
+    (unit centres), its distance ``1 - cos``, and the sums are those of the unit rows
+    (:data:`UNIT_BITS` fixed point: exact). Zero rows have no direction: NaN distance."""
+    xp = namespace(block)
+    n, d = block.shape
+    cu = unit_centres(centers, block.dtype, scale)
+    if fused(xp, block, len(centers), "cosine"):
+        lab, first, _, sq, _, _ = nearest_fused(block, None, cu, 1.0, sq=True, cc=np.zeros(len(cu)))
+        dots = -0.5 * first
+    else:
+        wd = work_dtype(xp, block.dtype)
+        c = xp.asarray(cu)
+        ct, cc = xp.matrix_transpose(c), xp.zeros((c.shape[0],), dtype=wd)
+        ids_l, labels, best = [], [], []
+        for ids, p, x in _Tiles(xp, block, wd, pos=positions(n, offset)):
+            part = xp.take(_part(xp, x, ct, cc), xp.asarray(p), axis=0)
+            ids_l.append(ids)
+            labels.append(xp.astype(xp.argmin(part, axis=1), xp.int32))
+            best.append(xp.min(part, axis=1))
+        lab = _in_order(xp, ids_l, labels) if labels else xp.zeros((0,), dtype=xp.int32)
+        dots = -0.5 * xp.astype(_in_order(xp, ids_l, best), xp.float64) if best else xp.zeros((0,), dtype=xp.float64)
+        sq = _exact_sq(xp, block)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        md = 1.0 - dots / xp.sqrt(sq)
+    sums = counts = None
+    if k_sums is not None:
+        sums, counts = unit_sums(block, lab, k_sums, weights)
+    return lab, md, sums, counts
+
+
+def unit_sums(block, labels, k: int, weights=None):
+    """Per-cluster sums of the rows scaled to norm 1, in units of 2**-UNIT_BITS (exact integers:
+    int64 on NumPy chunks; float64 below 2**53 elsewhere), and the counts (total weights
+    with ``weights``: then the sums are weighted float64, not exact)."""
+    xp = namespace(block)
+    block = _flat(block, xp)
+    n, d = block.shape
+    if isinstance(block, np.ndarray) and cpu_kernels.AVAILABLE:
+        lab = np.asarray(labels, dtype=np.int32)
+        if weights is not None:
+            sums, counts = np.zeros((k, d)), np.zeros(k)
+            cpu_kernels.add_unit_rows_weighted(sums, counts, _rows_of(block), lab, float(2.0**UNIT_BITS),
+                                               np.asarray(weights, dtype=np.float64))
+            return sums, counts
+        sums, counts = np.zeros((k, d), dtype=np.int64), np.zeros(k, dtype=np.int64)
+        cpu_kernels.add_unit_rows(sums, counts, _rows_of(block), lab, float(2.0**UNIT_BITS))
+        return sums, counts
+    ids = xp.arange(k, dtype=xp.int32)
+    member = xp.astype(ids[:, None] == labels[None, :], xp.float64)
+    if weights is not None:
+        member = member * xp.asarray(weights, dtype=xp.float64)[None, :]
+    sums = xp.zeros((k, d), dtype=xp.float64)
+    for st in range(0, n, TILE):
+        x = xp.astype(block[st : min(st + TILE, n), :], xp.float64)
+        nrm = xp.sqrt(xp.vecdot(x, x))
+        q = xp.round(x / xp.where(nrm == 0, 1.0, nrm)[:, None] * 2.0**UNIT_BITS)
+        sums = sums + member[:, st : st + x.shape[0]] @ q
+    counts = xp.sum(member, axis=1)
+    return sums, (counts if weights is not None else xp.astype(counts, xp.int64))
+
+
 def _part(xp, x, ct, cc):
     """``||c||^2 - 2 x.c`` for a full tile: the quantity whose argmin is the label."""
     return cc[None, :] - 2 * (x @ ct)
@@ -317,6 +400,8 @@ def _scan(block, centers, scale, metric, k_sums=None, offset=0, weights=None):
     and the counts are the clusters' total weights (float64)."""
     xp = namespace(block)
     block = _flat(block, xp)
+    if metric == "cosine":
+        return _scan_cosine(block, centers, scale, k_sums, offset, weights)
     if fused(xp, block, len(centers), metric):
         return _scan_fused(block, centers, scale, k_sums, weights)
     n, d = block.shape
@@ -405,7 +490,7 @@ def lloyd_step(block, centers, old_labels=None, *, scale: float = 1.0, metric: s
     """
     xp = namespace(block)
     block = _flat(block, xp)
-    if weights is None and fused(xp, block, len(centers), metric):
+    if weights is None and metric == "l2" and fused(xp, block, len(centers), metric):
         labels, _, _, _, sums, counts = nearest_fused(block, None, centers, scale, k_sums=len(centers))
         c, cc = fused_centres(centers, block.dtype, scale)
         sums = sums.astype(np.float64)
@@ -444,14 +529,23 @@ def combine(*parts):
     return total
 
 
-def moments(block):
+def moments(block, unit: bool = False):
     """Exact per-feature count, sum and sum of squares of raw values (float64).
 
-    Used for scikit-learn's tolerance: ``tol * mean(var(X, axis=0))``.
+    Used for scikit-learn's tolerance: ``tol * mean(var(X, axis=0))``. ``unit``: of the
+    rows scaled to norm 1 (spherical k-means; float64 sums, zero rows left out of nothing).
     """
     xp = namespace(block)
     block = _flat(block, xp)
     n, d = block.shape
+    if unit:
+        s1, s2 = xp.zeros((d,), dtype=xp.float64), xp.zeros((d,), dtype=xp.float64)
+        for st in range(0, n, TILE):
+            x = xp.astype(block[st : min(st + TILE, n), :], xp.float64)
+            nrm = xp.sqrt(xp.vecdot(x, x))
+            x = x / xp.where(nrm == 0, 1.0, nrm)[:, None]
+            s1, s2 = s1 + xp.sum(x, axis=0), s2 + xp.sum(x * x, axis=0)
+        return xp.asarray(n, dtype=xp.int64), s1, s2
     exact = _is_small_int(xp, block.dtype)  # integer sums: exact in any order
     acc = xp.int64 if exact else xp.float64
     s1, s2 = xp.zeros((d,), dtype=acc), xp.zeros((d,), dtype=acc)

@@ -37,7 +37,7 @@ from .progress import bar as progress_bar
 
 logger = logging.getLogger("daskmeans")
 
-_METRICS = ("l2", "l1")
+_METRICS = ("l2", "l1", "cosine")
 _ALGORITHMS = ("lloyd", "hamerly")
 
 
@@ -85,15 +85,17 @@ def one_blas_thread():
         yield
 
 
-def tolerance(X: da.Array, tol: float, scale: float, split_every: int = 8) -> float:
-    """scikit-learn's tolerance: ``tol * mean(var(X, axis=0))``, from exact sums."""
+def tolerance(X: da.Array, tol: float, scale: float, split_every: int = 8, metric: str = "l2") -> float:
+    """scikit-learn's tolerance: ``tol * mean(var(X, axis=0))``, from exact sums
+    (for ``metric="cosine"``, of the rows scaled to norm 1: the centres' space)."""
     if tol == 0:
         return 0.0
-    parts = [delayed(kernels.moments)(b) for b in _blocks(X)]
+    unit = metric == "cosine"
+    parts = [delayed(kernels.moments)(b, unit) for b in _blocks(X)]
     n, s, ss = dask.compute(delayed(_host)(_tree(parts, split_every)))[0]
     n = float(n)
     mean = s / n
-    var = np.maximum(ss / n - mean * mean, 0.0) * scale * scale
+    var = np.maximum(ss / n - mean * mean, 0.0) * (1.0 if unit else scale * scale)
     return float(np.mean(var) * tol)
 
 
@@ -321,6 +323,9 @@ def _relocate_empty(placement, centers_used, sums, counts, empty, scale, metric)
         logger.info("%d empty cluster(s) %s left empty: every row sits on its centre (duplicates)", m, empty.tolist())
         return False
     rows = np.asarray(rows, dtype=np.float64).reshape(len(idx), -1)
+    if metric == "cosine":  # the sums are of unit rows in fixed point (kernels.unit_sums)
+        norms = np.sqrt((rows * rows).sum(axis=1, keepdims=True))
+        rows = np.rint(rows / np.where(norms == 0, 1.0, norms) * 2.0**kernels.UNIT_BITS)
     weights = placement.weights
     for j, cluster in enumerate(empty[: len(idx)]):
         old = int(labs[j])
@@ -419,6 +424,8 @@ def lloyd_many(
     wd = X_work(X)
     algorithm = algorithms.resolve(algorithm, X.dtype, metric, backend_name(X), sample_weight is not None)
     resume = list(resume) if resume is not None else [None] * len(centers_list)
+    if metric == "cosine":
+        centers_list = [unit_rows(c, "initial centres") for c in centers_list]
     loops = [LoopState.begin(c, r, max_iter, wd) for c, r in zip(centers_list, resume)]
     start = min((lp.start for lp in loops), default=max_iter)
     if persist is None:
@@ -453,6 +460,16 @@ def lloyd_many(
         results.append(LloydResult(centers=lp.centers, labels=None, inertia=float(inertia), n_iter=len(lp.history),
                                    converged=lp.converged, strict=lp.strict, history=lp.history))
     return results
+
+
+def unit_rows(centers, what: str) -> np.ndarray:
+    """``centers`` (k, d) scaled to norm 1 (spherical k-means); a zero row is refused."""
+    c = np.asarray(centers, dtype=np.float64)
+    norms = np.sqrt((c * c).sum(axis=1))
+    if np.any(norms == 0):
+        raise InputError(f"{what}: {int(np.sum(norms == 0))} of {len(c)} centres are all zeros and have no "
+                         "direction for metric='cosine'; use another init (k-means++, random rows)")
+    return c / norms[:, None]
 
 
 def _final_inertias(placement, loops, wd, scale, metric) -> list:
@@ -520,7 +537,12 @@ def _advance(loop, algo, placement, step, used, i, tol, scale, metric, n, t0, la
         algo.invalidate()
     new = loop.centers.copy()
     nz = step.counts > 0
-    new[nz] = step.sums[nz] / step.counts[nz, None] * scale
+    if metric == "cosine":  # spherical k-means: the mean direction of the cluster's unit rows
+        norms = np.sqrt((step.sums * step.sums).sum(axis=1))
+        nz &= norms > 0
+        new[nz] = step.sums[nz] / norms[nz, None]
+    else:
+        new[nz] = step.sums[nz] / step.counts[nz, None] * scale
     shift = float(((new - loop.centers) ** 2).sum())
     loop.prev_used, loop.centers = used, new
     loop.history.append(_record(i + 1, step, shift, int(empty.size), time.perf_counter() - t0, n, label))

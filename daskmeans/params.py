@@ -142,9 +142,10 @@ _DECLARED = [
     _p(name="tol", kind="float", default=1e-4, low=0, flag="--tol", config_key="kmeans.tol", estimator=True,
        metavar="T", help="stop when the total squared centre shift <= T * mean pixel variance "
                          "(0: until no label changes)"),
-    _p(name="metric", kind="str", default="l2", choices=("l2", "l1"), flag="--metric", config_key="kmeans.metric",
-       estimator=True, help="l2 (squared Euclidean, the usual k-means) or l1 (the original notebook's "
-                            "Manhattan assignment, mean update)"),
+    _p(name="metric", kind="str", default="l2", choices=("l2", "l1", "cosine"), flag="--metric",
+       config_key="kmeans.metric", estimator=True,
+       help="l2 (squared Euclidean, the usual k-means), l1 (the original notebook's Manhattan assignment, mean "
+            "update) or cosine (spherical k-means: unit centres, rows scored by cosine similarity)"),
     _p(name="algorithm", kind="str", default="auto", choices=("auto", "lloyd", "hamerly", "elkan", "full"),
        flag="--algorithm", config_key="kmeans.algorithm", estimator=True,
        help="hamerly: Lloyd's results from fewer distances (per-row bounds); "

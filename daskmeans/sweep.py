@@ -109,7 +109,8 @@ def _silhouette(Xs: np.ndarray, labels: np.ndarray, metric: str) -> float | None
     distinct = len(np.unique(labels))
     if distinct < 2 or distinct > len(labels) - 1:
         return None
-    return float(silhouette_score(Xs, labels, metric="manhattan" if metric == "l1" else "euclidean"))
+    name = {"l1": "manhattan", "cosine": "cosine"}.get(metric, "euclidean")
+    return float(silhouette_score(Xs, labels, metric=name))
 
 
 def sweep(X, ks, labels=None, *, class_names=None, init="k-means++", random_state=0, max_iter=300, tol=1e-4,

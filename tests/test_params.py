@@ -36,7 +36,7 @@ def test_every_setting_and_flag_is_declared_once():
     ("k", 0, "cli", "-k 0: the number of clusters must be >= 1; pass -k 1 or more"),
     ("k", "ten", "spec", "k 'ten' must be a whole number; write k: 1 or more"),
     ("tol", float("nan"), "python", "tol=nan must be a finite number"),
-    ("metric", "cosine", "cli", "--metric 'cosine' is not one of l2, l1; pass --metric l2 (or l1)"),
+    ("metric", "manhattan", "cli", "--metric 'manhattan' is not one of l2, l1, cosine; pass --metric l2 (or l1, cosine)"),
     ("seed", 2**32, "cli", "--seed 4294967296: the random seed must be between 0 and 4294967295"),
     ("n_clusters", True, "python", "n_clusters=True must be an integer"),
     ("split_every", 1, "python", "split_every=1 must be an integer >= 2"),
@@ -66,7 +66,7 @@ def test_sklearn_constraints_agree_with_check():
     assert set(cons) == set(params.ESTIMATOR)
     good = {n: params.PARAMS[n].default for n in params.ESTIMATOR}
     validate_parameter_constraints(cons, good, caller_name="KMeans")
-    for name, bad in [("max_iter", 0), ("tol", -1.0), ("metric", "cosine"), ("algorithm", "kd-tree"), ("oversampling_factor", 0.0),
+    for name, bad in [("max_iter", 0), ("tol", -1.0), ("metric", "manhattan"), ("algorithm", "kd-tree"), ("oversampling_factor", 0.0),
                       ("n_clusters", 0), ("split_every", 1)]:
         with pytest.raises(InputError):
             params.check(name, bad)
@@ -99,7 +99,7 @@ def test_every_packaged_config_key_is_read():
     # keys not in the parameter table, each read by the named module
     elsewhere = {"cache-dir": "config.cache_dir", "download.url": "data.fetch", "download.timeout": "data.fetch",
                  "scheduler.connect-timeout": "connect", "cluster.profiles": "profiles",
-                 "storage-options": "data.store"}
+                 "storage-options": "data.store", "direct-passes": "placement"}
     assert "download.md5" not in keys  # the archive's checksum is a constant, never configurable away
     assert keys == declared | set(elsewhere), keys ^ (declared | set(elsewhere))
     src = {p.stem: p.read_text() for p in (ROOT / "daskmeans").rglob("*.py")}

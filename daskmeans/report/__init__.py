@@ -83,6 +83,14 @@ class _Clusters:
     shape: tuple
     metric: str
 
+    @property
+    def shown(self) -> np.ndarray:
+        """The centres as pictures show them: unit directions (cosine) scaled so their brightest value is 1."""
+        if self.metric != "cosine":
+            return self.centers
+        top = self.centers.max(axis=1, keepdims=True)
+        return self.centers / np.where(top > 0, top, 1.0)
+
     @classmethod
     def of(cls, report: dict, km, ds) -> _Clusters:
         metrics = report.get("metrics") or {}
@@ -139,7 +147,7 @@ def _summary_figures(files: _Files, report: dict, km, c: _Clusters, split: str) 
                   "Inertia (sum of squared distances to the centres used in the iteration) and number of images "
                   "that changed cluster, per iteration.")
     files.section("Cluster centres", "centroids.png",
-                  lambda: fig_centroids(c.centers, c.names, c.majority, c.purity, shape=c.shape),
+                  lambda: fig_centroids(c.shown, c.names, c.majority, c.purity, shape=c.shape),
                   "Each centre shown as an image, titled with its majority class and the share of its images in "
                   "that class.")
     files.section("Cluster x class table", "contingency.png",
@@ -182,7 +190,7 @@ def _member_figures(files: _Files, ex: Examples, c: _Clusters, max_cluster_pages
     k = len(c.centers)
     for j in range(min(k, max_cluster_pages)):
         png = files.save(f"clusters/cluster-{j:02d}.png", lambda j=j: fig_cluster(
-            ex, j, c.centers[j], c.names, c.majority, c.purity, shape=c.shape, size=c.sizes[j], metric=c.metric))
+            ex, j, c.shown[j], c.names, c.majority, c.purity, shape=c.shape, size=c.sizes[j], metric=c.metric))
         if png is not None:
             per_cluster.append((j, png))
     if k > max_cluster_pages:
@@ -207,7 +215,7 @@ def write_extras(path, report: dict, km, ds, *, m: int = 8, max_cluster_pages: i
     _summary_figures(files, report, km, c, ds.split)
     ex = _examples(path, report, km, ds, c, m, files)
     per_cluster = _member_figures(files, ex, c, max_cluster_pages) if ex is not None else []
-    thumbs = [thumbnail(img) for img in to_images(c.centers, c.shape)]
+    thumbs = [thumbnail(img) for img in to_images(c.shown, c.shape)]
     page = html_page(report, files.sections, per_cluster=per_cluster, thumbs=thumbs)
     p = path / "report.html"
     p.write_text(page, encoding="utf-8")

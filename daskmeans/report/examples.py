@@ -67,7 +67,7 @@ def own_distances(block, labels, centers, scale: float, metric: str = "l2") -> n
     """Distance of each row to its own cluster's centre, in float64 (NumPy result).
 
     ``block`` holds raw rows (NumPy or CuPy), ``centers`` (k, d) are in centres'
-    units (``raw * scale``). Squared Euclidean for ``l2``, Manhattan for ``l1``,
+    units (``raw * scale``). Squared Euclidean for ``l2``, Manhattan for ``l1``, ``1 - cos`` for ``cosine``,
     computed directly: the ``|x|^2 - 2xc + |c|^2`` expansion would lose the
     small distances of the nearest members to cancellation.
     """
@@ -81,7 +81,13 @@ def own_distances(block, labels, centers, scale: float, metric: str = "l2") -> n
     out = []
     for s in range(0, n, _DIST_ROWS):
         e = min(s + _DIST_ROWS, n)
-        diff = xp.astype(block[s:e, ...], xp.float64) * scale - xp.take(c, lab[s:e], axis=0)
+        x = xp.astype(block[s:e, ...], xp.float64)
+        if metric == "cosine":  # 1 - cos (direction only)
+            own = xp.take(c, lab[s:e], axis=0)
+            d = 1 - xp.vecdot(x, own) / (xp.sqrt(xp.vecdot(x, x)) * xp.sqrt(xp.vecdot(own, own)))
+            out.append(to_numpy(d))
+            continue
+        diff = x * scale - xp.take(c, lab[s:e], axis=0)
         d = xp.sum(diff * diff, axis=1) if metric == "l2" else xp.sum(xp.abs(diff), axis=1)
         out.append(to_numpy(d))
     return np.concatenate(out)

@@ -219,7 +219,7 @@ def _cluster_canvas(ex: Examples, j: int, center, class_names, maj, shape, metri
     canvas = np.full((3 * (cap + tile), (m + 1) * cw, 3), 255, np.uint8)
     texts = []
     cimg = to_images(np.asarray(center)[None], shape)[0]
-    dname = "d²" if metric == "l2" else "d₁"
+    dname = {"l2": "d²", "cosine": "1-cos"}.get(metric, "d₁")
     names = [str(c) for c in class_names] if class_names is not None else None
     for r, kind in enumerate(KINDS):
         y0 = r * (cap + tile) + cap
@@ -234,7 +234,9 @@ def _cluster_canvas(ex: Examples, j: int, center, class_names, maj, shape, metri
             x0 = (i + 1) * cw
             canvas[y0: y0 + tile, x0: x0 + tile] = image_grid(imgs[i][None], 1, pad=pad, upscale=up, borders=[colour])
             name = names[cl] if names is not None and 0 <= cl < len(names) else str(cl)
-            label = name if kind == "random" else f"{name}\n{dname} {ex.dist[pos[i]]:.1f}"
+            dist = ex.dist[pos[i]]
+            label = name if kind == "random" else f"{name}\n{dname} {dist:.3f}" if metric == "cosine" \
+                else f"{name}\n{dname} {dist:.1f}"
             texts.append((x0 + tile / 2, y0 - 4, label, colour))
     return canvas, texts, cap, tile
 
