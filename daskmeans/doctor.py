@@ -37,7 +37,7 @@ from .errors import EXIT_INPUT, EXIT_OK, EXIT_UNREACHABLE, ClusterUnreachable
 #: Distributions whose versions must agree between the client and every worker.
 PACKAGES = ("dask", "distributed", "numpy", "numba", "scikit-learn", "zarr")
 #: The vector instruction sets worth naming (the rest of the CPU's features are compared, not shown).
-SIMD = ("sse4.2", "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512vl", "neon", "sve", "sve2", "altivec", "vsx")
+SIMD = jit.SIMD
 
 
 def _version(dist: str) -> str:
@@ -56,15 +56,7 @@ def cpu() -> dict:
     """The CPU numba compiles the kernels for: ``{"name", "triple", "features", "simd"}``."""
     if not jit.AVAILABLE:
         return {"name": None, "triple": None, "features": [], "simd": []}
-    import llvmlite.binding as ll  # optional: numba's own dependency, there when numba is
-
-    name = jit.numba.config.CPU_NAME or ll.get_host_cpu_name()
-    if jit.numba.config.CPU_FEATURES is not None:  # NUMBA_CPU_FEATURES overrides the host's
-        features = sorted(f[1:] for f in jit.numba.config.CPU_FEATURES.split(",") if f.startswith("+"))
-    else:
-        features = sorted(k for k, on in ll.get_host_cpu_features().items() if on)
-    return {"name": name, "triple": ll.get_process_triple(), "features": features,
-            "simd": [f for f in SIMD if f in features]}
+    return jit.target()
 
 
 def blas() -> list[str]:

@@ -96,3 +96,21 @@ def njit(**options):
         return numba.njit(cache=False, **options)(fn)
 
     return wrap
+
+
+#: Vector instruction sets that change how the compiled sums are vectorised (hence their last bits).
+SIMD = ("sse4.2", "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512vl", "neon", "sve", "sve2", "altivec", "vsx")
+
+
+def target() -> dict:
+    """What this process compiles the kernels for: the CPU name, the triple and its features
+    (``NUMBA_CPU_NAME``/``NUMBA_CPU_FEATURES`` override the host's), and which of :data:`SIMD`."""
+    import llvmlite.binding as ll  # numba's own dependency: there whenever numba is
+
+    name = numba.config.CPU_NAME or ll.get_host_cpu_name()
+    if numba.config.CPU_FEATURES is not None:
+        features = sorted(f[1:] for f in numba.config.CPU_FEATURES.split(",") if f.startswith("+"))
+    else:
+        features = sorted(k for k, on in ll.get_host_cpu_features().items() if on)
+    return {"name": name, "triple": ll.get_process_triple(), "features": features,
+            "simd": [f for f in SIMD if f in features]}

@@ -31,7 +31,7 @@ import dask
 import dask.array as da
 import numpy as np
 
-from . import config, kernels
+from . import config, jit, kernels
 from .graph import host
 
 try:  # distributed is a dependency, but the threaded path must not need a cluster
@@ -170,6 +170,20 @@ def current_client():
     return client
 
 
+def _warn_mixed_targets(targets: dict) -> None:
+    """The compiled pass rounds by the instruction set it was compiled for: say so when workers differ."""
+    seen = {}
+    for w, t in targets.items():
+        if t is not None:
+            seen.setdefault((t["name"], tuple(t["simd"])), []).append(w)
+    if len(seen) > 1:
+        kinds = "; ".join(f"{name} ({' '.join(simd) or 'no SIMD'}) on {', '.join(sorted(ws))}"
+                          for (name, simd), ws in sorted(seen.items()))
+        logger.warning("workers compile the kernels for different instruction sets: %s. Labels of rows within "
+                       "float32 rounding of two centres may differ from one of these machines to the other; run "
+                       "the fit on one kind (`daskmeans doctor --scheduler ...` lists them)", kinds)
+
+
 def _key(source):
     """A persisted chunk (a Future) by its key, for a runner that finds it in its worker's memory."""
     return ("key", source.key) if hasattr(source, "key") and not isinstance(source, da.Array) else source
@@ -190,6 +204,7 @@ class Runner:
 
         self.token, self.worker = token, get_worker()
         self.pool = concurrent.futures.ThreadPoolExecutor(max(1, int(nthreads)), "daskmeans-runner")
+        self.target = jit.target() if jit.AVAILABLE else None
 
     def _value(self, source):
         if isinstance(source, tuple) and len(source) == 2 and source[0] == "key":
@@ -376,6 +391,7 @@ class Placement:
                     for i, w in enumerate(sorted({g.worker for g in self.groups}))}
             self._runner_futs = futs
             self._runners = {w: f.result() for w, f in futs.items()}
+            _warn_mixed_targets({w: r.target for w, r in self._runners.items()})
         except Exception as e:  # noqa: BLE001 - no actors here (an old or restricted cluster): tasks
             logger.info("no direct passes on this cluster (%s); scheduled tasks instead", type(e).__name__)
             self._stop_runners()

@@ -109,3 +109,13 @@ def test_direct_passes_on_worker_processes_equal_scheduled_tasks(monkeypatch, al
             np.testing.assert_array_equal(km.cluster_centers_, ref.cluster_centers_)
             np.testing.assert_array_equal(np.asarray(km.labels_.compute()), np.asarray(ref.labels_))
             assert [h["changed"] for h in km.history_] == [h["changed"] for h in ref.history_]
+
+
+def test_workers_of_different_instruction_sets_are_named(caplog):
+    same = {"name": "znver4", "simd": ["avx2", "avx512f"]}
+    with caplog.at_level("WARNING", logger="daskmeans"):
+        placement._warn_mixed_targets({"tcp://a": same, "tcp://b": dict(same)})
+        assert not caplog.records
+        placement._warn_mixed_targets({"tcp://a": same, "tcp://b": {"name": "haswell", "simd": ["avx2"]}})
+    (rec,) = caplog.records
+    assert "haswell (avx2) on tcp://b" in rec.getMessage() and "znver4 (avx2 avx512f) on tcp://a" in rec.getMessage()
