@@ -274,7 +274,7 @@ def test_bad_init_files(values, needle, tree, tmp_path, capsys):
     ("scheduler.connect-timeout", -1, "is not a number of seconds"),
     ("kmeans.split-every", "abc", "config daskmeans.kmeans.split-every='abc'"),
     ("kmeans.max-iter", 0, "config daskmeans.kmeans.max-iter=0"),
-    ("kmeans.metric", "cosine", "config daskmeans.kmeans.metric='cosine'"),
+    ("kmeans.metric", "hamming", "config daskmeans.kmeans.metric='hamming'"),
     ("chunk-size", "lots", "config daskmeans.chunk-size='lots'"),
 ])
 def test_bad_config_values_exit_2(key, value, needle, tree, tmp_path, capsys):

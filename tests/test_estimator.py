@@ -80,7 +80,7 @@ def test_estimator_api():
         (dict(n_clusters=0), "n_clusters=0 must be an integer >= 1; pass n_clusters=1 or more"),
         (dict(random_state="x"), "random_state='x' must be"),
         (dict(tol=-1.0), "tol=-1.0 must be"),
-        (dict(metric="cosine"), "metric='cosine' is not one of l2, l1"),
+        (dict(metric="hamming"), "metric='hamming' is not one of l2, l1, cosine"),
         (dict(algorithm="kd-tree"), "algorithm='kd-tree' is not one of auto, lloyd, hamerly, elkan, full"),
         (dict(chunk_size=0), "chunk_size=0 must be"),
     ],

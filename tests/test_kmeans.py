@@ -187,7 +187,7 @@ def test_predict_is_lazy_and_nearest(pixels):
         (dict(n_clusters=4000), "n_samples=3000 should be >= n_clusters=4000"),
         (dict(n_clusters=3, max_iter=0), "max_iter=0"),
         (dict(n_clusters=3, tol=-1.0), "tol=-1.0"),
-        (dict(n_clusters=3, metric="cosine"), "metric='cosine'"),
+        (dict(n_clusters=3, metric="hamming"), "metric='hamming'"),
         (dict(n_clusters=3, init=np.zeros((2, 20))), r"The shape of the initial centers \(2, 20\) does not match the number of clusters 3: init has shape \(2, 20\), expected \(3, 20\)"),
         (dict(n_clusters=2, init=np.full((2, 20), np.nan)), "NaN"),
         (dict(n_clusters=2, init="kmeans"), "init='kmeans'"),
