@@ -12,7 +12,9 @@ from . import config  # noqa: E402,F401  (registers the packaged defaults with d
 from .errors import DaskmeansError, InputError  # noqa: E402
 from .data import load_cifar10  # noqa: E402
 from .estimator import KMeans  # noqa: E402
+from .minibatch import MiniBatchKMeans  # noqa: E402
 from .functions import k_means, kmeans_plusplus  # noqa: E402  (scikit-learn's signatures)
 
 
-__all__ = ["KMeans", "k_means", "kmeans_plusplus", "load_cifar10", "DaskmeansError", "InputError", "__version__"]
+__all__ = ["KMeans", "MiniBatchKMeans", "k_means", "kmeans_plusplus", "load_cifar10", "DaskmeansError", "InputError",
+           "__version__"]

@@ -30,7 +30,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import InvalidParameterError
 from sklearn.utils.validation import _check_feature_names, check_array, check_is_fitted
 
-from . import algorithms, params
+from . import algorithms, params, warm
 from .backend import namespace, to_numpy
 from .errors import InputError
 from .kmeans import (
@@ -443,7 +443,8 @@ default "k-means++"
         d = math.prod(X.shape[1:])
         if n < 1 or d < 1:
             what = f"{n} sample(s)" if n < 1 else f"{d} feature(s)"
-            raise InputError(f"Found array with {what} (shape={X.shape}) while a minimum of 1 is required by KMeans")
+            raise InputError(f"Found array with {what} (shape={X.shape}) while a minimum of 1 is required by "
+                             f"{type(self).__name__}")
         Xd = as_rows(X, self.chunk_size)
         pixels = np.dtype(Xd.dtype) == np.uint8
         if not pixels and np.dtype(Xd.dtype) not in (np.dtype(np.float32), np.dtype(np.float64)):
@@ -451,14 +452,14 @@ default "k-means++"
         if not fitting:
             if d != self.n_features_in_:
                 raise InputError(
-                    f"X has {d} features, but KMeans is expecting {self.n_features_in_} features as input "
-                    "(the number it was fitted with)"
+                    f"X has {d} features, but {type(self).__name__} is expecting {self.n_features_in_} features "
+                    "as input (the number it was fitted with)"
                 )
             if pixels != self._pixels:
                 fitted, given = ("uint8 pixels", "numbers") if self._pixels else ("numbers", "uint8 pixels")
                 raise InputError(
-                    f"this KMeans was fitted on {fitted} but X holds {given} (dtype {X.dtype}); pixels are "
-                    "scaled to [0, 1] and numbers are not, so pass X of the kind it was fitted on"
+                    f"this {type(self).__name__} was fitted on {fitted} but X holds {given} (dtype {X.dtype}); "
+                    "pixels are scaled to [0, 1] and numbers are not, so pass X of the kind it was fitted on"
                 )
             if lazy and not pixels:
                 Xd = Xd.map_blocks(_finite_block, dtype=Xd.dtype, meta=Xd._meta)
@@ -467,15 +468,21 @@ default "k-means++"
                                    meta=Xd._meta)
         return _Data(X=Xd, was_dask=was_dask, pixels=pixels, given=given)
 
-    def _check_init(self, d: int):
+    def _check_init(self, d: int, pixels: bool):
         """The ``init`` array as float64 ``(n_clusters, d)``, the method's name or the callable;
-        sets ``_n_init``, the runs ``n_init`` stands for (scikit-learn's rule for "auto")."""
+        sets ``_n_init``, the runs ``n_init`` stands for (scikit-learn's rule for "auto").
+
+        A fitted model or a run folder (a warm start, :mod:`daskmeans.warm`) gives its
+        centres as the array, in their order: cluster ``j`` continues its cluster ``j``."""
         self._n_init = params.n_init_for(self.n_init, self.init)
-        if isinstance(self.init, str):
+        if warm.is_source(self.init):
+            arr = warm.centres(self.init, self.n_clusters, d, pixels)
+        elif isinstance(self.init, str):
             return str(self.init)  # np.str_ too
-        if callable(self.init):
+        elif callable(self.init):
             return self.init
-        arr = _init_array(to_numpy(self.init) if hasattr(self.init, "shape") else self.init, self.n_clusters, d)
+        else:
+            arr = _init_array(to_numpy(self.init) if hasattr(self.init, "shape") else self.init, self.n_clusters, d)
         if self._n_init != 1:
             warnings.warn(
                 f"Explicit initial center position passed: performing only one init in KMeans instead of "
@@ -574,7 +581,7 @@ default "k-means++"
             raise InputError(f"n_samples={n} should be >= n_clusters={k_max}; use fewer clusters or more samples")
         keep, weight, fit_w = _fit_weights(self._check_weights(sample_weight, n), k_max)
         algorithm = self._resolve_algorithm(Xd, weighted=fit_w is not None)
-        inits = [m._check_init(d) for m in models]
+        inits = [m._check_init(d, data.pixels) for m in models]
         split_every = int(self.split_every or params.default("split_every") or 8)
         t0 = time.perf_counter()
         with one_blas_thread(), _verbosity(self.verbose):

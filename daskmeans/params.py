@@ -38,7 +38,7 @@ from dataclasses import dataclass
 
 import dask.config
 import numpy as np
-from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 
 from . import config  # noqa: F401  (registers daskmeans.yaml with dask.config before default() reads it)
 from .errors import InputError
@@ -129,11 +129,12 @@ _DECLARED = [
        help="number of clusters"),  # the command line's 10: CIFAR-10's number of classes
     _p(name="init", kind="str", default="k-means++", choices=("k-means++", "k-means||", "random", "uniform"),
        flag="--init", config_key="kmeans.init", estimator=True,
-       metavar="{k-means++,k-means||,random,uniform}|FILE.npy",
+       metavar="{k-means++,k-means||,random,uniform}|FILE.npy|RUN_FOLDER",
        help="initial centres: k-means++ (greedy, two small passes per centre), k-means|| (Bahmani et al.: "
             "5 sampling passes whatever k, for large k or data spread over a cluster), random (k rows of the "
-            "data drawn at random, as scikit-learn), uniform (uniform in [0, 1], as the original notebook) or a "
-            ".npy file of (k, 3072) centres in [0, 1] (an array or a callable for the estimator)"),
+            "data drawn at random, as scikit-learn), uniform (uniform in [0, 1], as the original notebook), a "
+            ".npy file of (k, 3072) centres in [0, 1], or the folder of an earlier run: a warm start that keeps "
+            "its cluster ids (an array, a callable or a fitted model for the estimator)"),
     _p(name="n_init", kind="int", default="auto", low=1, choices=("auto",), flag="--n-init", estimator=True,
        metavar="N|auto", what="the number of restarts",
        help="restarts; the lowest inertia wins. auto: 10 for --init random (scikit-learn's rule), else 1"),
@@ -174,6 +175,20 @@ _DECLARED = [
        help="accepted for scikit-learn compatibility: daskmeans never writes to X, whatever its value"),
     _p(name="verbose", kind="int", default=0, low=0, estimator=True,
        help="0: log at the level of the 'daskmeans' logger; 1 or more: also one line per iteration"),
+    # -- MiniBatchKMeans's own parameters (scikit-learn's) ------------------------------------
+    _p(name="batch_size", kind="int", default=1024, cli_default=None, low=1, flag="--batch-size",
+       what="rows per mini-batch", metavar="N",
+       help="--mini-batch: rows drawn per step (default 1024, scikit-learn's)"),
+    _p(name="compute_labels", kind="bool", default=True,
+       help="MiniBatchKMeans: label every row and compute the inertia after the fit (one more pass)"),
+    _p(name="max_no_improvement", kind="int", default=10, nullable=True, low=0,
+       what="steps without improvement",
+       help="MiniBatchKMeans: stop after this many steps without a lower smoothed batch inertia (None: never)"),
+    _p(name="init_size", kind="int", default=None, nullable=True, low=1, what="rows for the initialisation",
+       help="MiniBatchKMeans: rows drawn to initialise on (None: 3 * batch_size, at least 3 * n_clusters)"),
+    _p(name="reassignment_ratio", kind="float", default=0.01, low=0, what="the reassignment ratio",
+       help="MiniBatchKMeans: centres that saw fewer than this fraction of the busiest one's rows move to "
+            "random rows of the batch"),
     # -- the run's own parameters (command line, run.Settings, job specs) -------------------
     _p(name="data", kind="str", default=None, nullable=True, flag="--data", metavar="PATH",
        help="cifar-10-python.tar.gz, its extracted folder, an image-folder tree or tarball "
@@ -188,6 +203,10 @@ _DECLARED = [
        help="also assign this split to the trained centres and score it with the training mapping (e.g. test)"),
     _p(name="compare", kind="str", default=None, nullable=True, choices=("sklearn",), flag="--compare",
        metavar="sklearn", help="also run sklearn.cluster.KMeans on the same data and initial centres"),
+    _p(name="mini_batch", kind="bool", default=False, flag="--mini-batch", action="store_true",
+       help="MiniBatchKMeans (scikit-learn's mini-batch k-means: --batch-size rows per step, drawn the same "
+            "whatever the chunking) instead of full-batch k-means; --max-iter then counts passes' worth of "
+            "steps (default 100) and --tol defaults to 0"),
     # -- features (daskmeans.features): fitted on the training split, applied to every split ----
     _p(name="features", kind="str", default="raw", choices=("raw", "pca", "patches"), flag="--features",
        help="what k-means clusters: raw pixels, pca (whitened principal components, --pca-dim) or patches "
@@ -239,6 +258,10 @@ _DECLARED = [
 PARAMS: dict[str, Param] = {p.name: p for p in _DECLARED}
 #: The keywords of :class:`daskmeans.KMeans`, in declaration order.
 ESTIMATOR: tuple[str, ...] = tuple(p.name for p in _DECLARED if p.estimator)
+#: The keywords of :class:`daskmeans.MiniBatchKMeans` (scikit-learn's, and ``chunk_size``), in its order.
+MINIBATCH: tuple[str, ...] = ("n_clusters", "init", "max_iter", "batch_size", "verbose", "compute_labels",
+                              "random_state", "tol", "max_no_improvement", "init_size", "n_init",
+                              "reassignment_ratio", "chunk_size")
 #: Settings/job-spec field name -> parameter name (``k`` -> ``n_clusters``, ``seed`` -> ``random_state``).
 BY_FIELD: dict[str, str] = {p.setting: p.name for p in _DECLARED}
 
@@ -422,11 +445,15 @@ def check(name: str, value, source: str = "python"):
 def _check_init(p: Param, value, source: str):
     if not isinstance(value, str):
         if source in ("python",):
-            return value  # an array of centres or a callable: checked against the data
-        raise _error(p, value, source, "must be k-means++, k-means||, random, uniform or a .npy file", _example(p))
+            return value  # an array of centres, a callable, a fitted model or a path: checked against the data
+        raise _error(p, value, source, "must be k-means++, k-means||, random, uniform, a .npy file or a run folder",
+                     _example(p))
     if value in p.choices or (source != "python" and value.endswith(".npy")):
         return value
-    others = "or an array of centres (or a callable)" if source == "python" else "or a .npy file of centres"
+    if os.path.isdir(os.path.expanduser(value)):
+        return value  # a saved run folder: a warm start from its centres (daskmeans.warm)
+    others = ("or an array of centres (or a callable, a fitted model or a run folder)" if source == "python"
+              else "or a .npy file of centres (or a run folder)")
     label = _label(p, value, source).rstrip(":")
     raise InputError(f"{label} is not {', '.join(p.choices)} {others}; {_fix(p, source, 'k-means++')}")
 
@@ -484,8 +511,8 @@ def sklearn_constraints(names=ESTIMATOR) -> dict:
             cons = [StrOptions(set(p.choices))]
         else:
             cons = [str]
-        if p.name == "init":
-            cons += ["array-like", callable]
+        if p.name == "init":  # besides arrays and callables: a fitted model or a run folder (warm starts)
+            cons += ["array-like", callable, str, os.PathLike, HasMethods(["fit"])]
         if p.nullable and None not in cons:
             cons.append(None)
         out[p.name] = cons
@@ -515,17 +542,18 @@ def _number_or_choice(p: Param):
     return parse
 
 
-def n_init_for(n_init, init) -> int:
+def n_init_for(n_init, init, default: int = 10) -> int:
     """The number of runs ``n_init`` stands for with ``init`` (scikit-learn's rule for ``"auto"``).
 
-    ``"auto"``: 10 for ``init="random"`` and for a callable, 1 for k-means++,
-    k-means||, uniform (the original notebook's single run) and an array or file
-    of centres. An int is itself.
+    ``"auto"``: ``default`` (10; scikit-learn's MiniBatchKMeans: 3) for
+    ``init="random"`` and for a callable, 1 for k-means++, k-means||, uniform (the
+    original notebook's single run), an array or file of centres, a fitted model
+    and a run folder. An int is itself.
     """
     if n_init != "auto":
         return int(n_init)
     if callable(init) or (isinstance(init, str) and init == "random"):
-        return 10
+        return default
     return 1
 
 
@@ -573,4 +601,4 @@ def settings_defaults() -> dict:
 
 __all__ = ["Param", "PARAMS", "ESTIMATOR", "METRICS", "ALGORITHMS", "SPLITS", "INIT_METHODS", "get", "check",
            "coerce", "default", "check_config", "sklearn_constraints", "add_arguments", "settings_defaults",
-           "n_init_for"]
+           "n_init_for", "MINIBATCH"]
