@@ -33,7 +33,8 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
     """The options of ``daskmeans run``, grouped for ``--help``; declared in :mod:`daskmeans.params`."""
     groups = {
         "data": ("data", "split", "subset", "chunk_size"),
-        "k-means": ("n_clusters", "init", "n_init", "random_state", "max_iter", "tol", "metric", "algorithm"),
+        "k-means": ("n_clusters", "init", "n_init", "random_state", "max_iter", "tol", "metric", "algorithm",
+                    "mini_batch", "batch_size"),
         "features": ("features", "pca_dim", "patch_size", "patch_stride", "dictionary_size", "patch_samples",
                      "patch_pool", "reduce_dim"),
         "evaluation": ("eval_split", "compare"),

@@ -14,11 +14,13 @@ from pathlib import Path
 
 import numpy as np
 
-from . import __version__, features, params
+from . import __version__, features, params, warm
 from . import report as reporting
 from .backend import resolve as resolve_backend
 from .backend import to_backend, to_numpy
 from .checkpoint import RunCheckpoint
+from .minibatch import MiniBatchKMeans
+from .minibatch_checkpoint import RunCheckpoint as MiniBatchRunCheckpoint
 from .cluster import check_where, scheduler
 from .connect import connect_timeout
 from .data import load_cifar10
@@ -65,6 +67,8 @@ class Settings:
     n_workers: int | None = None
     eval_split: str | None = None
     compare: str | None = None
+    mini_batch: bool = False
+    batch_size: int | None = None  # --mini-batch only; filled in by validate() (1024)
     features: str = "raw"
     pca_dim: int = 100
     patch_size: int = 6
@@ -79,13 +83,16 @@ class Settings:
 
         Fills in the configured defaults of the options left at ``None``.
         """
+        self._mini_batch_defaults()
         for f in fields(self):
+            if f.name == "batch_size" and not self.mini_batch:
+                continue  # None: full-batch k-means has no batches
             p = params.get(f.name)
             value = getattr(self, f.name)
             if value is None and p.config_key:
                 value = params.default(p.name)
             setattr(self, f.name, params.check(p.name, value, source="cli"))
-        self.n_init = params.n_init_for(self.n_init, self.init)
+        self.n_init = params.n_init_for(self.n_init, self.init, default=3 if self.mini_batch else 10)
         # bad configured values fail here, before any work
         params.check_config()
         connect_timeout()
@@ -96,14 +103,36 @@ class Settings:
             raise InputError("--resume needs the --out of the interrupted run (or its --checkpoint FILE)")
         if self.compare and self.metric != "l2":
             raise InputError("--compare sklearn needs --metric l2 (scikit-learn's KMeans is Euclidean only)")
+        if self.mini_batch and self.metric != "l2":
+            raise InputError(f"--mini-batch needs --metric l2 (got {self.metric}); drop --metric or --mini-batch")
+        if self.mini_batch and self.compare:
+            raise InputError("--compare sklearn compares full-batch fits only; drop --compare or --mini-batch")
         if self.features != "raw":
             self._validate_features()
+
+    def _mini_batch_defaults(self) -> None:
+        """``--batch-size`` belongs to ``--mini-batch``, whose ``--max-iter`` and ``--tol`` default to
+        scikit-learn's MiniBatchKMeans's (100, 0)."""
+        if not self.mini_batch:
+            if self.batch_size is not None:
+                raise InputError(f"--batch-size {self.batch_size} needs --mini-batch (full-batch k-means uses every "
+                                 "row in each iteration); add --mini-batch or drop --batch-size")
+            return
+        if self.batch_size is None:
+            self.batch_size = params.PARAMS["batch_size"].default
+        if self.max_iter is None:
+            self.max_iter = 100
+        if self.tol is None:
+            self.tol = 0.0
 
     def _validate_features(self) -> None:
         what = f"--features {self.features}"
         if str(self.init).endswith(".npy"):
             raise InputError(f"{what}: --init {self.init} holds pixel centres, not {self.features} features; "
                              f"use --init k-means++ (or random)")
+        if warm.is_source(self.init):
+            raise InputError(f"{what}: --init {self.init} continues another run's centres, but this run fits its "
+                             f"own {self.features} features (another space); use --init k-means++ (or random)")
         if self.compare:
             raise InputError(f"{what}: --compare sklearn compares raw-pixel fits only; leave out --compare")
         if self.algorithm == "hamerly":
@@ -152,6 +181,30 @@ def load_init(path: str, k: int, d: int) -> np.ndarray:
     return arr.reshape(k, d).astype(np.float64)
 
 
+def _initial(settings: Settings, d: int):
+    """``--init`` as the estimator takes it: a method's name, a .npy file's centres, or an earlier run's
+    centres (a warm start: cluster ``j`` continues that run's cluster ``j``)."""
+    if settings.init.endswith(".npy"):
+        return load_init(settings.init, settings.k, d)
+    if warm.is_source(settings.init):
+        return warm.run_folder_centres(settings.init, settings.k, d, settings.features == "raw",
+                                       f"--init {settings.init}")
+    return settings.init
+
+
+def _estimator(settings: Settings, init, backend: str, ckpt):
+    """The estimator the settings ask for: :class:`MiniBatchKMeans` (``--mini-batch``) or :class:`KMeans`."""
+    if settings.mini_batch:
+        return MiniBatchKMeans(settings.k, init=init, n_init=settings.n_init, max_iter=settings.max_iter,
+                               batch_size=settings.batch_size, tol=settings.tol, random_state=settings.seed)
+    return KMeans(
+        settings.k, init=init, n_init=settings.n_init, max_iter=settings.max_iter, tol=settings.tol,
+        metric=settings.metric, algorithm=_algorithm(settings, backend),
+        random_state=ckpt.rng,  # RandomState(seed), restored on --resume
+        persist=settings.persist,
+    )
+
+
 def _first_line(e: BaseException) -> str:
     text = str(e).strip()
     return text.splitlines()[0] if text else type(e).__name__
@@ -168,7 +221,7 @@ def _algorithm(settings: Settings, backend: str) -> str:
 
 def _protected(settings: Settings) -> tuple:
     """Paths a run's output folder must never contain or replace."""
-    init = settings.init if str(settings.init).endswith(".npy") else None
+    init = settings.init if str(settings.init).endswith(".npy") or warm.is_source(settings.init) else None
     return tuple(p for p in (settings.data if settings.data != "keras" else None, init, settings.checkpoint)
                  if p and str(p).lower() not in ("none", "off"))
 
@@ -195,16 +248,13 @@ def _open_data(settings: Settings):
 def _fit(settings: Settings, X, backend: str, ckpt: RunCheckpoint, ds, eval_ds):
     """Cluster on the chosen scheduler; the fitted estimator and what is computed beside it."""
     d = settings.n_features()
-    init = load_init(settings.init, settings.k, d) if settings.init.endswith(".npy") else settings.init
+    init = _initial(settings, d)
     ckpt.check_shape(settings.k, d)
     with scheduler(settings.scheduler, cluster=settings.cluster, n_workers=settings.n_workers) as sched:
         featurizer, X = _featurize(settings, ds)
-        km = KMeans(
-            settings.k, init=init, n_init=settings.n_init, max_iter=settings.max_iter, tol=settings.tol,
-            metric=settings.metric, algorithm=_algorithm(settings, backend),
-            random_state=ckpt.rng,  # RandomState(seed), restored on --resume
-            persist=settings.persist,
-        )
+        if settings.mini_batch and settings.persist:
+            X = X.persist()  # steps then read only their batches' rows, from memory (or the workers')
+        km = _estimator(settings, init, backend, ckpt)
         km.fit(to_backend(X, backend), on_iteration=ckpt.on_iteration, resume=ckpt.resume)
         table = contingency(km.labels_, to_backend(ds.labels, backend), settings.k, len(ds.class_names))
         labels = to_numpy(km.labels_.compute()).astype(np.int32)
@@ -254,7 +304,7 @@ def _report(settings: Settings, ds, X, backend: str, km, table, extra: dict, ckp
         "daskmeans_version": __version__,
         "settings": asdict(settings),
         "backend": backend,
-        "algorithm": km.algorithm,
+        "algorithm": "minibatch" if settings.mini_batch else km.algorithm,
         "scheduler": extra["scheduler"],
         "data": ds.describe(),
         "n_samples": ds.n_samples,
@@ -271,7 +321,8 @@ def _report(settings: Settings, ds, X, backend: str, km, table, extra: dict, ckp
         "cluster_sizes": metrics["cluster_sizes"],
         "contingency": table,
         "class_names": list(ds.class_names),
-        "history": km.history_,
+        "history": _history(km, ds.n_samples) if settings.mini_batch else km.history_,
+        "n_steps": getattr(km, "n_steps_", None),
         "resumed_from": ckpt.resumed_from,
         "fit_seconds": km.fit_seconds_,
         "seconds": time.perf_counter() - t_start,
@@ -280,6 +331,18 @@ def _report(settings: Settings, ds, X, backend: str, km, table, extra: dict, ckp
         "compare": extra["compare"],
         "baseline": reporting.BASELINE,
     }
+
+
+def _history(km, n: int, most: int = 1000) -> list:
+    """A mini-batch fit's steps as the report's history (at most ``most`` of them, the last always):
+    ``iteration`` is the step, ``inertia`` the smoothed batch inertia scaled to the ``n`` rows, ``changed``
+    the centres relocated in that step."""
+    steps = km.history_
+    every = max(1, -(-len(steps) // most))
+    keep = [h for i, h in enumerate(steps) if i % every == every - 1 or i == len(steps) - 1]
+    return [{"iteration": h["step"], "inertia": (h["ewa_inertia"] if h["ewa_inertia"] is not None
+                                                   else h["batch_inertia"]) * n,
+             "batch_inertia": h["batch_inertia"], "changed": h["reassigned"], "seconds": h["seconds"]} for h in keep]
 
 
 def run(settings: Settings, *, out_dir=None, on_iteration=None, resume=None) -> dict:
@@ -303,7 +366,8 @@ def run(settings: Settings, *, out_dir=None, on_iteration=None, resume=None) -> 
             ds.n_samples, ds.split, f", subset of {settings.subset}" if settings.subset else "",
             ds.source, X.chunks[0][0], backend,
         )
-        ckpt = RunCheckpoint(settings, out_dir.final, on_iteration=on_iteration, resume=resume)
+        ckpt = (MiniBatchRunCheckpoint if settings.mini_batch else RunCheckpoint)(
+            settings, out_dir.final, on_iteration=on_iteration, resume=resume)
         km, table, labels, extra = _fit(settings, X, backend, ckpt, ds, eval_ds)
         report = _report(settings, ds, X, backend, km, table, extra, ckpt, t_start)
         out_dir.write_npy("centroids.npy", km.cluster_centers_.astype(np.float32))

@@ -13,7 +13,7 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from .. import __version__, checkpoint
+from .. import __version__, checkpoint, minibatch_checkpoint
 from .. import run as run_mod
 from ..atomic import atomic_file, atomic_path, remove
 from ..errors import EXIT_FAILED, DaskmeansError, InputError
@@ -149,8 +149,9 @@ def _prepare_checkpoint(spec, fresh: bool) -> None:
     if fresh:
         checkpoint.remove(spec.checkpoint)
     elif spec.checkpoint.exists():
+        kind = minibatch_checkpoint if settings.mini_batch else checkpoint  # the format the run writes
         try:
-            checkpoint.load(spec.checkpoint, fingerprint=checkpoint.fingerprint(settings))
+            kind.load(spec.checkpoint, fingerprint=kind.fingerprint(settings))
         except InputError as e:  # the spec changed since (or the file is damaged): it cannot be continued
             logger.warning("%s; starting over", e)
             checkpoint.remove(spec.checkpoint)

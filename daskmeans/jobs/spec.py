@@ -133,8 +133,9 @@ def load_spec(path) -> JobSpec:
         if not Path(kwargs["data"]).exists():
             raise InputError(f"job spec {path}: data {raw['data']} -> {kwargs['data']}: no such file or folder "
                              f"(relative paths are relative to the spec's folder {base})")
-    if str(kwargs.get("init", "")).endswith(".npy"):
-        kwargs["init"] = _resolve_path(base, kwargs["init"])
+    init = kwargs.get("init")
+    if isinstance(init, str) and init not in params.INIT_METHODS:  # a .npy file or an earlier run's folder
+        kwargs["init"] = _resolve_path(base, init)
     root = raw.get("root")
     if not root or not isinstance(root, str):
         raise InputError(f"job spec {path}: root (the output root folder, e.g. root: ../runs/jobs) is required")
