@@ -142,11 +142,15 @@ def local_totals(fetch, idx, centers, scale, metric, k, need_sq):
 
 
 def _pool() -> ThreadPoolExecutor:
-    """Threads for a step's groups (the compiled kernels release the GIL)."""
+    """Threads for a step's groups (the compiled kernels release the GIL): as many as dask's threaded
+    scheduler uses (config ``num_workers``, else the cores)."""
     global _POOL
+    threads = max(1, int(dask.config.get("num_workers", None) or os.cpu_count() or 1))
     with _POOL_LOCK:
-        if _POOL is None:
-            _POOL = ThreadPoolExecutor(max_workers=max(1, os.cpu_count() or 1), thread_name_prefix="daskmeans-batch")
+        if _POOL is None or _POOL._max_workers != threads:
+            old, _POOL = _POOL, ThreadPoolExecutor(max_workers=threads, thread_name_prefix="daskmeans-batch")
+            if old is not None:
+                old.shutdown(wait=False)
     return _POOL
 
 
