@@ -562,7 +562,9 @@ fitted model or run folder, default "k-means++"
         ``transform`` continue exactly; no pickle is involved.
         """
         _check_fitted(self)
-        meta = {"params": {k: v for k, v in self.get_params().items() if k != "init"},
+        plain = (bool, int, float, str, type(None))  # a RandomState, an array or a model init is not kept
+        meta = {"params": {k: v if isinstance(v, plain) else None for k, v in self.get_params(deep=False).items()
+                           if k != "init"},
                 "init": self.init if isinstance(self.init, str) else None, "pixels": self._pixels,
                 "dtype": str(self.cluster_centers_.dtype), "n_iter": int(getattr(self, "n_iter_", 0)),
                 "inertia": float(getattr(self, "inertia_", float("nan"))), "tol": float(self._tol)}

@@ -675,13 +675,14 @@ def test_threads_equal_a_two_process_local_cluster(pixels):
     from distributed import Client, LocalCluster
 
     X_ = pixels[:1500]
-    ref = MiniBatchKMeans(**MB).fit(da.from_array(X_, chunks=(1500, -1)))
+    kw = {**MB, "max_iter": 2}  # 11 steps: each costs a scheduler round trip on the cluster
+    ref = MiniBatchKMeans(**kw).fit(da.from_array(X_, chunks=(1500, -1)))
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
                       dashboard_address=None) as cluster, Client(cluster):
         persisted = da.from_array(X_, chunks=(250, -1)).persist()
-        got = MiniBatchKMeans(**MB).fit(persisted)
+        got = MiniBatchKMeans(**kw).fit(persisted)
         lazy = persisted.map_blocks(lambda b: b + 0, dtype=np.uint8)  # each window reads its chunks on the workers
-        got_lazy = MiniBatchKMeans(**MB).fit(lazy)
+        got_lazy = MiniBatchKMeans(**kw).fit(lazy)
         _same_fit(got, ref)
         _same_fit(got_lazy, ref)
 
@@ -818,6 +819,21 @@ def test_partial_fit_on_arriving_chunks_saves_and_continues_exactly(pixels, tmp_
     assert later.inertia_ == ref.inertia_
 
 
+def test_partial_fit_follows_a_growing_zarr_store(pixels, tmp_path):
+    import zarr
+
+    z = zarr.open_array(str(tmp_path / "grows.zarr"), mode="w", shape=(0, 3072), chunks=(256, 3072), dtype=np.uint8)
+    grown = MiniBatchKMeans(6, random_state=0, batch_size=600)
+    for start in range(0, 1800, 600):  # new rows land, the model takes them (a chunk of the store at a time)
+        z.append(pixels[start:start + 600])
+        grown.partial_fit(da.from_zarr(z)[start:start + 600])
+    ref = MiniBatchKMeans(6, random_state=0, batch_size=600)
+    for start in range(0, 1800, 600):
+        ref.partial_fit(pixels[start:start + 600])
+    assert_array_equal(grown.cluster_centers_, ref.cluster_centers_)
+    assert grown.n_steps_ == 3 and z.shape == (1800, 3072)
+
+
 def test_partial_fit_step_is_scikit_learns_update(pixels):
     km = MiniBatchKMeans(6, random_state=0, reassignment_ratio=0)
     km.partial_fit(pixels[:1000])
@@ -893,3 +909,11 @@ def test_bad_data_and_states_one_line(pixels, tmp_path):
     state = dict(km.get_state(), counts=np.full(6, np.nan))
     with pytest.raises(InputError, match=r"^the resume state is damaged \(counts is not a finite array"):
         MiniBatchKMeans(6, random_state=0).fit(pixels, resume=state)
+
+
+def test_a_saved_model_continues_whatever_its_init_and_random_state(tmp_path):
+    m = MiniBatchKMeans(3, random_state=np.random.RandomState(1), init=X[:3], n_init=1).partial_fit(X)
+    m.save(tmp_path / "m.npz")
+    back = MiniBatchKMeans.load(tmp_path / "m.npz")  # the key is kept; a RandomState or array init is not needed
+    assert_array_equal(back.predict(X), m.predict(X))
+    assert_array_equal(back.partial_fit(X).cluster_centers_, m.partial_fit(X).cluster_centers_)
