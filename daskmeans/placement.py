@@ -221,6 +221,10 @@ class Runner:
 
         return reduce(*self.pool.map(one, groups))
 
+    def compiled_for(self):
+        """What this worker compiles the kernels for (:func:`daskmeans.jit.target`)."""
+        return self.target
+
     def close(self):
         self.pool.shutdown(wait=False)
         return True
@@ -327,11 +331,14 @@ class Placement:
             by_key = {f.key: f for f in futures_of(X)}
             sources = [by_key[key] for key in _flat_keys(X)]
             wait(sources)  # where the chunks are, not where they may go
-            who = client.who_has(sources)
-            holder = {}
-            for c, f in enumerate(sources):
-                hs = who.get(f.key) or who.get(str(f.key)) or ()
-                holder.setdefault(sorted(hs)[0] if hs else workers[c % len(workers)], []).append(c)
+            holder = _holders(client, sources, workers)
+            if _unbalanced(holder, sizes, nthreads):
+                # an iteration waits for its busiest worker: even out the rows once per fit
+                try:
+                    client.rebalance(sources)
+                except Exception as e:  # noqa: BLE001 - an older or restricted scheduler: keep the placement
+                    logger.info("could not rebalance the chunks (%s); groups follow them as they are", e)
+                holder = _holders(client, sources, workers)
         else:
             sources = [self.X.blocks[i] for i in chunks]
             holder = {}
@@ -391,7 +398,7 @@ class Placement:
                     for i, w in enumerate(sorted({g.worker for g in self.groups}))}
             self._runner_futs = futs
             self._runners = {w: f.result() for w, f in futs.items()}
-            _warn_mixed_targets({w: r.target for w, r in self._runners.items()})
+            _warn_mixed_targets({w: r.compiled_for().result() for w, r in self._runners.items()})
         except Exception as e:  # noqa: BLE001 - no actors here (an old or restricted cluster): tasks
             logger.info("no direct passes on this cluster (%s); scheduled tasks instead", type(e).__name__)
             self._stop_runners()
@@ -466,6 +473,30 @@ class Placement:
 
     def __exit__(self, *exc):
         self.close()
+
+
+def _holders(client, sources, workers) -> dict:
+    """worker -> the chunks (indices) it holds."""
+    who = client.who_has(sources)
+    holder = {}
+    for c, f in enumerate(sources):
+        hs = who.get(f.key) or who.get(str(f.key)) or ()
+        holder.setdefault(sorted(hs)[0] if hs else workers[c % len(workers)], []).append(c)
+    return holder
+
+
+#: A worker with more than this share above its fair share of rows (by threads) triggers a rebalance.
+IMBALANCE = 0.15
+
+
+def _unbalanced(holder: dict, sizes, nthreads: dict) -> bool:
+    total_rows = sum(sizes)
+    total_threads = sum(nthreads.values()) or 1
+    for w, threads in nthreads.items():
+        fair = total_rows * threads / total_threads
+        if sum(sizes[c] for c in holder.get(w, [])) > (1 + IMBALANCE) * fair:
+            return True
+    return False
 
 
 def _flat_keys(X):
