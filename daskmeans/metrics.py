@@ -429,6 +429,7 @@ def scores(table) -> dict:
         ``inverse_purity`` : float or None
             ``sum_j max_i n_ij / N`` (purity of classes w.r.t. clusters).
         ``cluster_sizes`` : list of int, length k
+            Number of images in each cluster.
         ``cluster_purity`` : list of float or None, length k
             ``max_j n_ij / n_i``; None for an empty cluster.
         ``majority_class`` : list of int, length k

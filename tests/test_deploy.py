@@ -562,7 +562,7 @@ def test_kubernetes_render_names_the_image_the_recipe_builds():
     tag = f"daskmeans:{daskmeans.__version__}"
     assert c["image"] == tag == DEFAULT_IMAGE
     assert f"docker build -t {tag} ." in _dockerfile()["text"]  # the recipe's own build line
-    assert f"docker build -t {tag} ." in (ROOT / "README.md").read_text()
+    assert f"docker build -t {tag} ." in (ROOT / "docs" / "cluster.md").read_text()  # the guide's build line
     env = {e["name"]: e["value"] for e in c["env"]}
     assert env["NUMBA_CACHE_DIR"].startswith(c["volumeMounts"][1]["mountPath"])
     assert env["MPLCONFIGDIR"].startswith(c["volumeMounts"][1]["mountPath"])

@@ -11,10 +11,10 @@ NumPy arrays and JSON-able options (it pickles, and :meth:`Featurizer.save` writ
 one ``.npz`` that loads without pickle) and transforms any split chunk by chunk:
 dask array in, dask array ``(n, n_features)`` out.
 
-``raw``      the flat uint8 pixels, unchanged (k-means keeps its exact pixel path)
-``pca``      :func:`~daskmeans.features.pca.fit_pca`: exact covariance, whitened components (float32)
-``patches``  :func:`~daskmeans.features.patches.fit_patches`: Coates, Lee and Ng (2011) (float32, standardised,
-             then whitened PCA to ``reduce_dim`` dimensions)
+- ``raw``: the flat uint8 pixels, unchanged (k-means keeps its exact pixel path)
+- ``pca``: :func:`~daskmeans.features.pca.fit_pca`: exact covariance, whitened components (float32)
+- ``patches``: :func:`~daskmeans.features.patches.fit_patches`: Coates, Lee and Ng (2011) (float32,
+  standardised, then whitened PCA to ``reduce_dim`` dimensions)
 """
 
 from __future__ import annotations
