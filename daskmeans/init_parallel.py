@@ -48,7 +48,7 @@ from .graph import blocks as _blocks
 from .graph import host as _host
 from .graph import offsets as _offsets
 from .graph import tree_reduce as _tree
-from .kmeans import as_rows, one_blas_thread, pixel_scale
+from .rows import as_rows, one_blas_thread, pixel_scale
 
 logger = logging.getLogger("daskmeans")
 

@@ -10,10 +10,8 @@ per iteration, and a graph that does not grow across iterations.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import logging
-import math
 import time
 from dataclasses import dataclass, field
 
@@ -21,10 +19,9 @@ import dask
 import dask.array as da
 import numpy as np
 from sklearn.utils import check_random_state
-from threadpoolctl import threadpool_limits
 from dask import delayed
 
-from . import algorithms, config, kernels
+from . import algorithms, kernels
 from .backend import namespace, to_numpy
 from .errors import InputError
 from .graph import blocks as _blocks
@@ -34,6 +31,8 @@ from .graph import tree_reduce as _tree
 from .algorithms.base import many_group, merged, with_weights
 from .placement import Placement, current_client
 from .progress import bar as progress_bar
+from .rows import as_rows, one_blas_thread, pixel_scale
+from .init_parallel import kmeans_parallel
 
 logger = logging.getLogger("daskmeans")
 
@@ -42,47 +41,6 @@ _ALGORITHMS = ("lloyd", "hamerly")
 
 
 # -- helpers ------------------------------------------------------------------------
-
-
-def pixel_scale(dtype) -> float:
-    """1/255 for uint8 pixels (centres then live in [0, 1]); 1 for anything else."""
-    return 1.0 / 255.0 if np.dtype(dtype) == np.uint8 else 1.0
-
-
-def as_rows(X, chunk_size: int | None = None) -> da.Array:
-    """``X`` as a 2-D dask array ``(n_samples, n_features)`` chunked by rows only.
-
-    NumPy (or CuPy) arrays are wrapped with ``chunk_size`` rows per chunk; images
-    ``(N, 32, 32, 3)`` are flattened to ``(N, 3072)`` (HWC order).
-    """
-    if not isinstance(X, da.Array):
-        if not hasattr(X, "shape") or not hasattr(X, "dtype"):
-            X = np.asarray(X)
-        rows = int(chunk_size or config.get("chunk-size") or 5000)
-        X = da.from_array(X, chunks=(rows,) + tuple(-1 for _ in X.shape[1:]))
-    if X.ndim < 2:
-        raise InputError(f"X must have shape (n_samples, n_features), got shape {X.shape}; reshape it with X.reshape(-1, 1)")
-    if not (np.issubdtype(X.dtype, np.number) or X.dtype == bool):
-        raise InputError(f"X has dtype {X.dtype}; k-means needs numbers (uint8 pixels or floats)")
-    if any(len(c) > 1 for c in X.chunks[1:]):
-        X = X.rechunk({i: -1 for i in range(1, X.ndim)})
-    if X.ndim > 2:
-        X = X.reshape((X.shape[0], math.prod(X.shape[1:])))
-    if chunk_size and max(X.chunks[0], default=0) > chunk_size:
-        X = X.rechunk({0: chunk_size})
-    return X
-
-
-@contextlib.contextmanager
-def one_blas_thread():
-    """BLAS on one thread while dask runs chunks in parallel (as scikit-learn does).
-
-    Chunks already use every core; a multi-threaded BLAS inside each task only
-    oversubscribes them (small-k products were measured 30x slower that way).
-    Distributed workers already start with one BLAS thread.
-    """
-    with threadpool_limits(limits=1, user_api="blas"):
-        yield
 
 
 def tolerance(X: da.Array, tol: float, scale: float, split_every: int = 8, metric: str = "l2") -> float:
@@ -252,7 +210,6 @@ def init_centers(X: da.Array, n_clusters: int, init, random_state, split_every=8
 
     ``sample_weight`` weighs k-means++'s draws (k-means|| ignores it: a seeding heuristic);
     ``parallel``: k-means||'s keywords (``n_rounds``, ``oversampling``)."""
-    from .init_parallel import kmeans_parallel  # it builds on this module, so imported here
 
     d = X.shape[1]
     if isinstance(init, str) and init == "k-means++":
