@@ -191,70 +191,77 @@ if AVAILABLE:
                 srow[f] += x[f]
 
     @_fused
-    def nearest(block, rows, c, cc, labels, first, second, sums, counts, sq):
+    def nearest(block, rows, c, cc, labels, first, second, sums, counts, sq, tile):
         """For each selected row ``x = block[rows[i]]``: the centre ``j`` with the least
         ``cc[j] - 2 x.c[j]`` (ties: the lower ``j``) into ``labels[i]``, that value into
         ``first[i]`` and the second least (any other centre) into ``second[i]`` (float64).
 
         The products ``x.c[j]`` run in ``c``'s dtype (float32 for pixels, the rows converted
-        in registers), :data:`ROWS` rows against :data:`CENTRES` centres at a time; a group
-        that runs past the rows or the centres repeats its last one, so every product goes
-        through the same instructions wherever its row and centre sit: a row's values do
-        not depend on its block, its place or the other rows and centres. Optionally, in
-        the same read of the row (empty arrays: skipped): ``sq[i] = sum(x * x)`` in float64
-        (exact for small integers) and ``sums[labels[i]] += x``, ``counts[labels[i]] += 1``.
+        in registers), :data:`ROWS` rows against :data:`CENTRES` centres at a time, over
+        ``tile`` rows (a multiple of 4) for each block of centres, so that many centres
+        stay in cache while the rows pass; a group that runs past the rows or the centres
+        repeats its last one, so every product goes through the same instructions wherever
+        its row and centre sit: a row's values do not depend on its block, its place, the
+        tile or the other rows and centres. Optionally, in the same read of the row (empty
+        arrays: skipped): ``sq[i] = sum(x * x)`` in float64 (exact for small integers) and
+        ``sums[labels[i]] += x``, ``counts[labels[i]] += 1``.
         """
         n = rows.shape[0]
         k, d = c.shape
         zero = c[0, 0] - c[0, 0]
         last = n - 1
-        for g in range(0, n, 4):
-            x0 = block[rows[g]]
-            x1 = block[rows[min(g + 1, last)]]
-            x2 = block[rows[min(g + 2, last)]]
-            x3 = block[rows[min(g + 3, last)]]
-            b0 = b1 = b2 = b3 = np.inf
-            s0 = s1 = s2 = s3 = np.inf
-            l0 = l1 = l2 = l3 = 0
+        best = np.empty(tile, dtype=np.float64)
+        sec = np.empty(tile, dtype=np.float64)
+        lab = np.zeros(tile, dtype=np.int64)
+        for t0 in range(0, n, tile):
+            best[:] = np.inf
+            sec[:] = np.inf
+            lab[:] = 0
             for j in range(0, k, 4):
                 c0 = c[j]
                 c1 = c[min(j + 1, k - 1)]
                 c2 = c[min(j + 2, k - 1)]
                 c3 = c[min(j + 3, k - 1)]
-                a00 = a01 = a02 = a03 = zero
-                a10 = a11 = a12 = a13 = zero
-                a20 = a21 = a22 = a23 = zero
-                a30 = a31 = a32 = a33 = zero
-                for f in range(d):
-                    y0 = x0[f] + zero
-                    y1 = x1[f] + zero
-                    y2 = x2[f] + zero
-                    y3 = x3[f] + zero
-                    v = c0[f]
-                    a00 += y0 * v
-                    a10 += y1 * v
-                    a20 += y2 * v
-                    a30 += y3 * v
-                    v = c1[f]
-                    a01 += y0 * v
-                    a11 += y1 * v
-                    a21 += y2 * v
-                    a31 += y3 * v
-                    v = c2[f]
-                    a02 += y0 * v
-                    a12 += y1 * v
-                    a22 += y2 * v
-                    a32 += y3 * v
-                    v = c3[f]
-                    a03 += y0 * v
-                    a13 += y1 * v
-                    a23 += y2 * v
-                    a33 += y3 * v
-                b0, s0, l0 = _keep4(cc, j, k, a00, a01, a02, a03, b0, s0, l0)
-                b1, s1, l1 = _keep4(cc, j, k, a10, a11, a12, a13, b1, s1, l1)
-                b2, s2, l2 = _keep4(cc, j, k, a20, a21, a22, a23, b2, s2, l2)
-                b3, s3, l3 = _keep4(cc, j, k, a30, a31, a32, a33, b3, s3, l3)
-            _emit(g, n, b0, s0, l0, x0, labels, first, second, sums, counts, sq)
-            _emit(g + 1, n, b1, s1, l1, x1, labels, first, second, sums, counts, sq)
-            _emit(g + 2, n, b2, s2, l2, x2, labels, first, second, sums, counts, sq)
-            _emit(g + 3, n, b3, s3, l3, x3, labels, first, second, sums, counts, sq)
+                for g in range(0, min(tile, n - t0), 4):
+                    x0 = block[rows[t0 + g]]
+                    x1 = block[rows[min(t0 + g + 1, last)]]
+                    x2 = block[rows[min(t0 + g + 2, last)]]
+                    x3 = block[rows[min(t0 + g + 3, last)]]
+                    a00 = a01 = a02 = a03 = zero
+                    a10 = a11 = a12 = a13 = zero
+                    a20 = a21 = a22 = a23 = zero
+                    a30 = a31 = a32 = a33 = zero
+                    for f in range(d):
+                        y0 = x0[f] + zero
+                        y1 = x1[f] + zero
+                        y2 = x2[f] + zero
+                        y3 = x3[f] + zero
+                        v = c0[f]
+                        a00 += y0 * v
+                        a10 += y1 * v
+                        a20 += y2 * v
+                        a30 += y3 * v
+                        v = c1[f]
+                        a01 += y0 * v
+                        a11 += y1 * v
+                        a21 += y2 * v
+                        a31 += y3 * v
+                        v = c2[f]
+                        a02 += y0 * v
+                        a12 += y1 * v
+                        a22 += y2 * v
+                        a32 += y3 * v
+                        v = c3[f]
+                        a03 += y0 * v
+                        a13 += y1 * v
+                        a23 += y2 * v
+                        a33 += y3 * v
+                    best[g], sec[g], lab[g] = _keep4(cc, j, k, a00, a01, a02, a03, best[g], sec[g], lab[g])
+                    best[g + 1], sec[g + 1], lab[g + 1] = _keep4(cc, j, k, a10, a11, a12, a13, best[g + 1],
+                                                                 sec[g + 1], lab[g + 1])
+                    best[g + 2], sec[g + 2], lab[g + 2] = _keep4(cc, j, k, a20, a21, a22, a23, best[g + 2],
+                                                                 sec[g + 2], lab[g + 2])
+                    best[g + 3], sec[g + 3], lab[g + 3] = _keep4(cc, j, k, a30, a31, a32, a33, best[g + 3],
+                                                                 sec[g + 3], lab[g + 3])
+            for g in range(min(tile, n - t0)):
+                _emit(t0 + g, n, best[g], sec[g], lab[g], block[rows[t0 + g]], labels, first, second, sums, counts, sq)

@@ -235,6 +235,13 @@ def fused(xp, block, k: int, metric: str) -> bool:
             and (block.dtype.kind in "biu" or block.dtype in (np.float32, np.float64)))
 
 
+def fused_tile(k: int, d: int, itemsize: int) -> int:
+    """Rows measured against each block of 4 centres in :func:`cpu_kernels.nearest`: 4 while all
+    the centres stay in a core's cache (they are read again for every 4 rows), more (64) when
+    they do not, so a block of centres is read once per 64 rows. Changes the time, not a value."""
+    return 4 if k * d * itemsize <= 256 * 1024 else 64
+
+
 def fused_centres(centers, dtype, scale):
     """Centres as :func:`cpu_kernels.nearest` takes them: raw units in the work dtype (C order),
     and their squared norms in float64."""
@@ -279,7 +286,7 @@ def nearest_fused(block, rows, centers, scale, *, second=False, sq=False, k_sums
             sums = np.zeros((k_sums, d), dtype=np.float64)
         counts = np.zeros(k_sums, dtype=np.int64)
     if n:
-        cpu_kernels.nearest(block, rows, c, cc, labels, first, sec, sums, counts, sqv)
+        cpu_kernels.nearest(block, rows, c, cc, labels, first, sec, sums, counts, sqv, fused_tile(*c.shape, c.itemsize))
     return (labels, first, sec if second else None, sqv if sq else None,
             sums if k_sums is not None else None, counts if k_sums is not None else None)
 

@@ -145,3 +145,21 @@ def test_empty_block():
     lab, first, _, _, sums, counts = _near(X, C, k_sums=3)
     assert lab.shape == (0,) and first.shape == (0,)
     assert not sums.any() and not counts.any()
+
+
+@pytest.mark.parametrize("k", [3, 10, 90])
+def test_the_row_tile_changes_no_value(k):
+    """Many centres are measured 64 rows at a time (they stay in cache), few 4 rows at a time:
+    the same instructions per (row, centre) either way."""
+    X, C = _data(n=150, d=130, k=k, seed=9)
+    c, cc = kernels.fused_centres(C, X.dtype, S)
+    rows = np.arange(len(X), dtype=np.int64)
+    out = {}
+    for tile in (4, 8, 64):
+        lab, first, second = np.zeros(len(X), np.int32), np.empty(len(X)), np.empty(len(X))
+        sums, counts = np.zeros((k, X.shape[1]), np.int32), np.zeros(k, np.int64)
+        cpu_kernels.nearest(X, rows, c, cc, lab, first, second, sums, counts, np.empty(0), tile)
+        out[tile] = (lab, first, second, sums, counts)
+    for tile in (8, 64):
+        for a, b in zip(out[4], out[tile]):
+            np.testing.assert_array_equal(a, b)
