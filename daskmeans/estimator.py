@@ -752,7 +752,8 @@ default "k-means++"
         """Distances ``(n_samples, n_clusters)`` from each row to each centre.
 
         Euclidean for ``metric="l2"`` (as scikit-learn), Manhattan for "l1",
-        ``1 - cos`` for "cosine", in centres' units; float32 for float32 and pixel data, float64 otherwise.
+        ``1 - cos`` for "cosine", in centres' units; float32 when both X (float32 or
+        pixels) and the fitted centres are float32, float64 otherwise (as scikit-learn).
         Dask in, dask out (lazy, X's row chunks); NumPy in, NumPy out.
         """
         _check_fitted(self)
@@ -761,7 +762,8 @@ default "k-means++"
     def _transform(self, data: _Data):
         Xd = data.X
         k = self.n_clusters
-        out = np.dtype(X_work(Xd))
+        # scikit-learn's rule: float32 only when both X and the fitted centres are float32
+        out = np.result_type(X_work(Xd), self.cluster_centers_.dtype)
         xp = namespace(Xd._meta)
         D = Xd.map_blocks(
             _distances_block, self._centers(), scale=pixel_scale(Xd.dtype), metric=self.metric, squared=False,

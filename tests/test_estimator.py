@@ -426,3 +426,13 @@ def test_pickled_models_predict_in_a_fresh_process_without_a_cluster(tmp_path, b
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.splitlines() == ["ok ndarray (2, 4)", "ok Array (2, 4)"]
+
+
+@pytest.mark.parametrize("fit_dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("x_dtype", [np.float32, np.float64])
+def test_transform_dtype_follows_sklearn(fit_dtype, x_dtype):
+    """float32 distances only when both the data and the fitted centres are float32."""
+    X = np.random.RandomState(0).normal(size=(60, 3))
+    km = KMeans(3, random_state=0, n_init=1).fit(X.astype(fit_dtype))
+    ref = SKKMeans(3, random_state=0, n_init=1).fit(X.astype(fit_dtype))
+    assert km.transform(X.astype(x_dtype)).dtype == ref.transform(X.astype(x_dtype)).dtype
