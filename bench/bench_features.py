@@ -1,4 +1,4 @@
-"""Raw pixels vs PCA vs Coates-Lee-Ng patch features for k-means on CIFAR-10 (issue 11).
+"""Raw pixels vs PCA vs Coates-Lee-Ng patch features for k-means on CIFAR-10.
 
 For each pipeline: fit the features on the training split (no labels), cluster
 them with daskmeans.KMeans (k = 10), score the clusters against the labels

@@ -1,4 +1,4 @@
-"""k-means|| against greedy k-means++ on the 50,000 CIFAR-10 training images (issue 11).
+"""k-means|| against greedy k-means++ on the 50,000 CIFAR-10 training images.
 
     python bench/bench_init.py [--data ../shared/data/cifar10-images.tar.gz] [--ks 10,100,1000]
                                [--max-iter 10] [--seed 0] [--pp-cap 100] [--scheduler threads|local]

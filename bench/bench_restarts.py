@@ -1,4 +1,4 @@
-"""Restarts sharing passes (issue 11): the cost of n_init = R as a multiple of one run.
+"""Restarts sharing passes: the cost of n_init = R as a multiple of one run.
 
     python bench/bench_restarts.py [--data ../shared/data/cifar10-images.tar.gz] [--subset 10000] [-R 10]
                                    [--algorithm auto] [--threads 2] [--json out.json]

@@ -1,4 +1,4 @@
-"""Hostile and mistaken data inputs (issue 9, data layer): each ends with one line, exit 2,
+"""Hostile and mistaken data inputs (the data layer): each ends with one line, exit 2,
 bounded memory and time; no crafted pickle runs code; no forged archive is served.
 
 The reproductions of the issue are here verbatim (a zero-stride ``ndarray``, a batch

@@ -1,4 +1,4 @@
-"""Hostile and mistaken input (issue 9): nothing lost, nothing run, nothing hung.
+"""Hostile and mistaken input: nothing lost, nothing run, nothing hung.
 
 Every case asserts the exit status, exactly one line on stderr starting
 ``daskmeans: error:``, that no user file was touched, and that nothing was

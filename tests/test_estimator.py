@@ -1,6 +1,6 @@
 """daskmeans.KMeans as a scikit-learn estimator, against scikit-learn's KMeans as the reference.
 
-Same initial centres -> same labels and centres; the reproductions of issue 10
+Same initial centres -> same labels and centres; the reproductions of reported failures
 (NaN, no features, far-from-origin float32 and int64 data, complex, sparse,
 unfitted use) give scikit-learn's answer or a clear error.
 """
@@ -183,7 +183,7 @@ def test_images_are_flattened():
 
 
 def test_float32_far_from_the_origin_agrees_with_sklearn():
-    """Issue 10: blobs shifted by 1e4 as float32, started from scikit-learn's own solution."""
+    """Blobs shifted by 1e4 as float32, started from scikit-learn's own solution."""
     X, _ = make_blobs(300, centers=3, random_state=0)
     X = (X + 1e4).astype(np.float32)
     ref = SKKMeans(3, n_init=1, random_state=0).fit(X)
@@ -197,7 +197,7 @@ def test_float32_far_from_the_origin_agrees_with_sklearn():
 
 
 def test_int64_timestamps_give_two_clusters():
-    """Issue 10: int64 values 1.7e9 + [0, 1, 2, 10, 11, 12], k = 2: inertia 4 as scikit-learn."""
+    """int64 values 1.7e9 + [0, 1, 2, 10, 11, 12], k = 2: inertia 4 as scikit-learn."""
     X = (1_700_000_000 + np.array([0, 1, 2, 10, 11, 12], dtype=np.int64)).reshape(-1, 1)
     ref = SKKMeans(2, n_init=1, random_state=0).fit(X)
     km = KMeans(2, random_state=0).fit(X)

@@ -1,4 +1,4 @@
-"""daskmeans.features against direct NumPy computations (issue 11: features that cluster better than pixels)."""
+"""daskmeans.features against direct NumPy computations."""
 
 from __future__ import annotations
 

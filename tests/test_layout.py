@@ -1,4 +1,4 @@
-"""The house rules of issue 7, checked on the source: imports go one way and sit at the
+"""The house rules, checked on the source: imports go one way and sit at the
 top, functions stay short, parameters are declared once."""
 
 from __future__ import annotations

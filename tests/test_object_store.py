@@ -1,4 +1,4 @@
-"""Stores in object stores (issue 10): ingest once to a bucket, then workers of a real
+"""Stores in object stores: ingest once to a bucket, then workers of a real
 ``dask scheduler``/``dask worker`` cluster read their own chunks from it.
 
 Servers are real processes on 127.0.0.1 started here: moto's S3-compatible server and
