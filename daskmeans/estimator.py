@@ -136,6 +136,23 @@ def _min_block(block, centers, *, scale, metric):
     return xp.min(d, axis=1)
 
 
+def check_parameters(est, names) -> None:
+    """The estimator's parameters ``names``: the project's words first (value, bound, fix),
+    then scikit-learn's constraints; :class:`ParameterError` on the first bad one."""
+    if get_config().get("skip_parameter_validation"):
+        return
+    try:
+        for name in names:
+            if name not in _SKLEARN_ONLY:
+                params.check(name, getattr(est, name))
+    except InputError as e:
+        raise ParameterError(str(e)) from None
+    try:
+        est._validate_params()
+    except InvalidParameterError as e:
+        raise ParameterError(_parameter_message(est, str(e))) from None
+
+
 def _parameter_message(est, msg: str) -> str:
     """scikit-learn's "The 'tol' parameter of KMeans must be ... Got -1.0 instead." as
     "tol=-1.0 must be ...; pass e.g. tol=0.0001" (the value, the bound, the fix)."""
@@ -394,18 +411,7 @@ default "k-means++"
     # -- validation at the edge -------------------------------------------------------
 
     def _check_params(self):
-        if get_config().get("skip_parameter_validation"):
-            return
-        try:  # the project's words first (value, bound, fix), then scikit-learn's constraints
-            for name in params.ESTIMATOR:
-                if name not in _SKLEARN_ONLY:
-                    params.check(name, getattr(self, name))
-        except InputError as e:
-            raise ParameterError(str(e)) from None
-        try:
-            self._validate_params()
-        except InvalidParameterError as e:
-            raise ParameterError(_parameter_message(self, str(e))) from None
+        check_parameters(self, params.ESTIMATOR)
 
     def _prepare(self, X, *, fitting: bool) -> _Data:
         """Check ``X`` once and bring it to the engine's form (lazily for dask input).

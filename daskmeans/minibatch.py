@@ -21,20 +21,16 @@ from pathlib import Path
 
 import dask.array as da
 import numpy as np
-from sklearn import get_config
 from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
-from sklearn.utils._param_validation import InvalidParameterError
 
 from . import batches, params, warm
 from . import minibatch_checkpoint as states
 from .backend import to_numpy
 from .errors import InputError
-from .estimator import KMeans, ParameterError, _check_fitted, _finite_block, _init_array, _parameter_message, _verbosity
+from .estimator import KMeans, _check_fitted, _finite_block, _init_array, _verbosity, check_parameters
 from .kmeans import X_work, _is_persisted, init_centers, one_blas_thread, pixel_scale, tolerance
 
 logger = logging.getLogger("daskmeans")
-
-_SKLEARN_ONLY = ("random_state", "verbose")
 
 
 def _key_of(random_state) -> int:
@@ -213,18 +209,7 @@ fitted model or run folder, default "k-means++"
     # -- validation ---------------------------------------------------------------------
 
     def _check_params(self):
-        if get_config().get("skip_parameter_validation"):
-            return
-        try:
-            for name in params.MINIBATCH:
-                if name not in _SKLEARN_ONLY:
-                    params.check(name, getattr(self, name))
-        except InputError as e:
-            raise ParameterError(str(e)) from None
-        try:
-            self._validate_params()
-        except InvalidParameterError as e:
-            raise ParameterError(_parameter_message(self, str(e))) from None
+        check_parameters(self, params.MINIBATCH)
 
     def _check_params_vs_input(self, n: int) -> None:
         """scikit-learn's: ``_batch_size``, ``_init_size`` (with its warning) and ``_n_init``."""
