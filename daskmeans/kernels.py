@@ -304,17 +304,16 @@ def sum_sq(block) -> float:
 
 
 def _scan_fused(block, centers, scale, k_sums, weights):
-    """:func:`_scan` by the fused compiled pass (NumPy blocks, l2)."""
-    unweighted = k_sums is not None and weights is None
-    lab, first, _, sq, sums, counts = nearest_fused(block, None, centers, scale, sq=True,
-                                                    k_sums=k_sums if unweighted else None)
+    """:func:`_scan` by the fused compiled pass (NumPy blocks, l2). Unweighted sums never come
+    here (:func:`lloyd_step` takes them from the pass itself); weighted sums are added after it."""
+    lab, first, _, sq, _, _ = nearest_fused(block, None, centers, scale, sq=True)
     md = np.maximum(sq + first, 0.0) * (scale * scale)
-    if unweighted:
-        sums = sums.astype(np.float64)
-    elif k_sums is not None:
+    sums = counts = None
+    if k_sums is not None:
         d = block.shape[1]
         sums, counts = np.zeros((k_sums, d), dtype=np.float64), np.zeros((k_sums,), dtype=np.float64)
-        cpu_kernels.add_rows_weighted(sums, counts, _rows_of(block), lab, np.asarray(weights, dtype=np.float64))
+        w = np.ones(block.shape[0]) if weights is None else np.asarray(weights, dtype=np.float64)
+        cpu_kernels.add_rows_weighted(sums, counts, _rows_of(block), lab, w)
     return lab, md, sums, counts
 
 
@@ -327,7 +326,7 @@ UNIT_BITS = 32
 
 def unit_centres(centers, dtype, scale):
     """Centres as the cosine pass compares them: raw units, each scaled to norm 1, in the work dtype."""
-    c = np.asarray(_centers_raw(np, to_numpy(np.asarray(centers)), work_dtype(np, dtype), scale), dtype=np.float64)
+    c = np.asarray(_centers_raw(np, np.asarray(to_numpy(centers)), work_dtype(np, dtype), scale), dtype=np.float64)
     norms = np.sqrt(np.einsum("ij,ij->i", c, c))
     norms[norms == 0] = 1.0
     return np.ascontiguousarray(c / norms[:, None], dtype=work_dtype(np, dtype))
