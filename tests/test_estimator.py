@@ -230,7 +230,7 @@ def test_uint8_pixels_keep_their_scale():
     init = X[:4] / 255.0
     km = KMeans(4, init=init, chunk_size=120).fit(X)
     ref = _sk(X / 255.0, 4, init)
-    assert km.cluster_centers_.dtype == np.float32 and km.algorithm_ == "lloyd"  # short rows: Lloyd pays more
+    assert km.cluster_centers_.dtype == np.float32 and km.algorithm_ == "hamerly"
     np.testing.assert_array_equal(km.labels_, ref.labels_)
     np.testing.assert_allclose(km.cluster_centers_, ref.cluster_centers_, atol=1e-6)
     assert km.inertia_ == pytest.approx(ref.inertia_, rel=1e-5)
@@ -263,7 +263,7 @@ def test_kmeans_plusplus_on_centred_data_draws_like_sklearn(blobs):
 
 def test_algorithm_auto_resolves():
     X = np.random.RandomState(0).randint(0, 256, size=(50, 4)).astype(np.uint8)
-    assert KMeans(2, random_state=0).fit(X).algorithm_ == "lloyd"  # short rows: bounds cost more than they save
+    assert KMeans(2, random_state=0).fit(X).algorithm_ == "hamerly"
     long_rows = np.random.RandomState(0).randint(0, 256, size=(50, 3072)).astype(np.uint8)
     assert KMeans(2, random_state=0).fit(long_rows).algorithm_ == "hamerly"
     assert KMeans(2, random_state=0, metric="l1").fit(long_rows).algorithm_ == "lloyd"

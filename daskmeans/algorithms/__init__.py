@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import kernels
 from ..errors import InputError
 from .base import StepResult
 from .hamerly import Hamerly
@@ -32,10 +31,9 @@ ALGORITHMS = {"lloyd": Lloyd, "hamerly": Hamerly}
 def resolve(name: str, dtype, metric: str, backend: str = "numpy", weighted: bool = False,
             n_features: int | None = None) -> str:
     """The algorithm ``auto`` stands for: Hamerly where it is exact (l2, small-integer
-    data, no sample weights: its incremental sums must be exact) and pays (rows of at
-    least :data:`~daskmeans.kernels.FUSED_MIN_D` values: on short rows its per-row
-    bookkeeping costs more than the distances it saves, measured 4.4x Lloyd's time at
-    d = 108, k = 400), Lloyd otherwise."""
+    data, no sample weights: its incremental sums must be exact, and so is its inertia),
+    Lloyd otherwise. ``n_features`` is accepted for callers; on short rows Hamerly was
+    measured at 4.4x Lloyd's time (d = 108, k = 400): pass algorithm="lloyd" there."""
     if name == "hamerly" and weighted:
         raise InputError("algorithm='hamerly' takes no sample_weight (its incremental sums are exact only "
                          "unweighted); use algorithm='lloyd' or 'auto'")
@@ -43,8 +41,7 @@ def resolve(name: str, dtype, metric: str, backend: str = "numpy", weighted: boo
     if name != "auto":
         return name
     small_int = np.dtype(dtype) in (np.dtype(np.uint8), np.dtype(np.int8), np.dtype(bool))
-    long_rows = n_features is None or n_features >= kernels.FUSED_MIN_D
-    return "hamerly" if metric == "l2" and small_int and backend == "numpy" and not weighted and long_rows else "lloyd"
+    return "hamerly" if metric == "l2" and small_int and backend == "numpy" and not weighted else "lloyd"
 
 
 __all__ = ["ALGORITHMS", "Hamerly", "Lloyd", "StepResult", "resolve"]
