@@ -10,6 +10,10 @@ seconds on this machine (shared with other jobs: read them as rough).
     python bench/bench_features.py --data ../shared/data/cifar10-images.tar.gz
     python bench/bench_features.py --pipelines patches --kmeans-seeds 0,1,2
     python bench/bench_features.py --pipelines patches --dictionary-size 256 --pool 2 --reduce-dim 0
+    python bench/bench_features.py --pipelines patches --kmeans-seeds 0,1,2,3,4 --no-flip --neighbours 0
+
+With several k-means seeds a last line per pipeline gives the medians over them.
+The load average before and after is printed with the table.
 """
 
 from __future__ import annotations
@@ -17,6 +21,8 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
+import statistics
 import time
 
 import dask
@@ -76,6 +82,12 @@ def main(argv=None) -> None:
     ap.add_argument("--pool", type=int, default=features.DEFAULTS["patches"]["pool"], help="pooling grid side")
     ap.add_argument("--reduce-dim", type=int, default=features.DEFAULTS["patches"]["reduce_dim"],
                     help="whitened principal components of the patch features (0: keep them all)")
+    ap.add_argument("--no-flip", dest="flip", action="store_false",
+                    help="patches: do not average each image's features with its mirror's")
+    ap.add_argument("--no-unit-rows", dest="unit_rows", action="store_false",
+                    help="patches: keep the reduced rows' lengths")
+    ap.add_argument("--neighbours", type=int, default=features.DEFAULTS["patches"]["neighbours"],
+                    help="patches: average each reduced row over its M nearest training rows (0: off)")
     ap.add_argument("--json", metavar="FILE", help="also write the rows as JSON")
     ap.add_argument("-v", "--verbose", action="store_true", help="daskmeans's progress lines on stderr")
     args = ap.parse_args(argv)
@@ -88,8 +100,10 @@ def main(argv=None) -> None:
     opts = {"raw": {}, "pca": {"dim": args.pca_dim},
             "patches": {"size": args.patch_size, "stride": args.patch_stride, "n_centers": args.dictionary_size,
                         "n_patches": args.patch_samples, "seed": args.seed, "pool": args.pool,
-                        "reduce_dim": args.reduce_dim}}
+                        "reduce_dim": args.reduce_dim, "flip": args.flip, "unit_rows": args.unit_rows,
+                        "neighbours": args.neighbours}}
     seeds = [int(s) for s in args.kmeans_seeds.split(",")] if args.kmeans_seeds else [args.seed]
+    load_before = os.getloadavg()
     rows = []
     for kind in args.pipelines.split(","):
         for r in one(kind, opts[kind], train, test, args.k, seeds):
@@ -97,22 +111,34 @@ def main(argv=None) -> None:
             print(json.dumps({k: v for k, v in r.items() if k != "info"}, default=float), flush=True)
 
     print(f"\n{train.n_samples} training images, k = {args.k}, feature seed {args.seed}; test: {test.n_samples} images, "
-          f"training mapping")
+          f"training mapping; load average {load_before[0]:.2f} before, {os.getloadavg()[0]:.2f} after")
     head = (f"{'pipeline':<28} {'seed':>4} {'dims':>5} {'purity':>7} {'acc':>7} {'NMI':>7} {'ARI':>7} | "
             f"{'test pur':>8} {'test acc':>8} {'test NMI':>8} {'test ARI':>8} | {'feat s':>7} {'k-means s':>9} "
             f"{'total s':>8}")
     print(head)
     print("-" * len(head))
-    for r in rows:
+    for r in rows + _medians(rows):
         name = r["pipeline"] + ("" if not r["options"] else " " + ",".join(
             f"{k}={v}" for k, v in r["options"].items() if k not in ("seed", "n_patches")))
-        print(f"{name[:28]:<28} {r['seed']:>4} {r['n_features']:>5} {r['purity']:>7.4f} {r['matched_accuracy']:>7.4f} "
+        print(f"{name[:28]:<28} {str(r['seed']):>4} {r['n_features']:>5} {r['purity']:>7.4f} {r['matched_accuracy']:>7.4f} "
               f"{r['nmi']:>7.4f} {r['ari']:>7.4f} | {r['test_purity']:>8.4f} {r['test_matched_accuracy']:>8.4f} "
               f"{r['test_nmi']:>8.4f} {r['test_ari']:>8.4f} | {r['features_seconds']:>7.1f} "
               f"{r['kmeans_seconds']:>9.1f} {r['total_seconds']:>8.1f}")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=1, default=float)
+
+
+def _medians(rows: list[dict]) -> list[dict]:
+    """One row per pipeline with several k-means seeds: the median of each figure over the seeds."""
+    out = []
+    for kind in dict.fromkeys(r["pipeline"] for r in rows):
+        mine = [r for r in rows if r["pipeline"] == kind]
+        if len(mine) > 1:
+            med = {k: statistics.median(r[k] for r in mine) for k in mine[0]
+                   if isinstance(mine[0][k], (int, float)) and k not in ("seed", "n_features")}
+            out.append({**mine[0], **med, "seed": "med", "pipeline": kind})
+    return out
 
 
 if __name__ == "__main__":

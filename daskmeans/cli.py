@@ -36,7 +36,7 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
         "k-means": ("n_clusters", "init", "n_init", "random_state", "max_iter", "tol", "metric", "algorithm",
                     "mini_batch", "batch_size"),
         "features": ("features", "pca_dim", "patch_size", "patch_stride", "dictionary_size", "patch_samples",
-                     "patch_pool", "reduce_dim"),
+                     "patch_pool", "reduce_dim", "patch_flip", "unit_rows", "neighbours"),
         "evaluation": ("eval_split", "compare"),
         "where it runs": ("cluster", "scheduler", "n_workers", "backend", "persist"),
         "output": ("out", "overwrite", "checkpoint", "resume"),

@@ -211,7 +211,8 @@ _DECLARED = [
     _p(name="features", kind="str", default="raw", choices=("raw", "pca", "patches"), flag="--features",
        help="what k-means clusters: raw pixels, pca (whitened principal components, --pca-dim) or patches "
             "(Coates-Lee-Ng single-layer features: a patch dictionary learned by k-means, pooled over a "
-            "3 x 3 grid, standardised, whitened PCA to 30 dimensions); no labels are used"),
+            "3 x 3 grid, averaged with the mirror image, standardised, whitened PCA to 30 dimensions, unit rows, "
+            "each row averaged over its 50 nearest training rows); no labels are used"),
     _p(name="pca_dim", kind="int", default=100, low=1, high=3072, flag="--pca-dim", metavar="D",
        what="the number of components", help="--features pca: components kept (whitened)"),
     _p(name="patch_size", kind="int", default=6, low=2, high=32, flag="--patch-size", metavar="P",
@@ -230,6 +231,15 @@ _DECLARED = [
        what="the number of whitened components",
        help="--features patches: whitened principal components kept of the pooled features (0: all of them); "
             "at most the number of images - 1"),
+    _p(name="patch_flip", kind="bool", default=True, flag="--no-patch-flip", action="store_false",
+       help="--features patches: do not average each image's pooled features with its horizontal mirror's"),
+    _p(name="unit_rows", kind="bool", default=True, flag="--no-unit-rows", action="store_false",
+       help="--features patches: keep the reduced rows' lengths (default: scaled to unit length, so k-means "
+            "on them is spherical k-means)"),
+    _p(name="neighbours", kind="int", default=None, nullable=True, low=0, flag="--neighbours", metavar="M",
+       what="the number of neighbours",
+       help="--features patches: replace each reduced row by the mean of its M nearest training rows "
+            "(default 50 with --reduce-dim > 0, else 0; 0: off; at most the number of training images)"),
     _p(name="cluster", kind="str", default=None, nullable=True, flag="--cluster", metavar="NAME",
        help="a profile of cluster.yaml ($DASKMEANS_CLUSTER_CONFIG, else ./cluster.yaml): threads, local, "
             "address, local-cuda, jobqueue or kubernetes; see README, Running on a Dask cluster"),

@@ -77,6 +77,9 @@ class Settings:
     patch_samples: int = 200_000
     patch_pool: int = 3
     reduce_dim: int = 30
+    patch_flip: bool = True
+    unit_rows: bool = True
+    neighbours: int | None = None  # --features patches: 50 with --reduce-dim > 0, else 0
 
     def validate(self) -> None:
         """Check every option before any data is read (values + fixes in messages).
@@ -141,6 +144,9 @@ class Settings:
         if self.features == "patches" and self.patch_samples < self.dictionary_size:
             raise InputError(f"--patch-samples {self.patch_samples} is fewer than --dictionary-size "
                              f"{self.dictionary_size}; pass --patch-samples {self.dictionary_size} or more")
+        if self.features == "patches" and self.neighbours and not self.reduce_dim:
+            raise InputError(f"--neighbours {self.neighbours} averages reduced rows, but --reduce-dim 0 keeps all the "
+                             f"pooled features; pass --reduce-dim 30 or --neighbours 0")
 
     def feature_options(self) -> dict:
         """Options of :func:`daskmeans.features.fit` for ``features``."""
@@ -149,7 +155,8 @@ class Settings:
         if self.features == "patches":
             return {"size": self.patch_size, "stride": self.patch_stride, "n_centers": self.dictionary_size,
                     "n_patches": self.patch_samples, "seed": self.seed, "pool": self.patch_pool,
-                    "reduce_dim": self.reduce_dim}
+                    "reduce_dim": self.reduce_dim, "flip": self.patch_flip, "unit_rows": self.unit_rows,
+                    "neighbours": self.neighbours}
         return {}
 
     def n_features(self) -> int:

@@ -15,14 +15,17 @@ from daskmeans.cli import main
 from daskmeans.errors import InputError
 from daskmeans.features.patches import (
     PatchFeaturizer,
+    encode_images,
     fit_zca,
     grid_pool,
+    neighbour_mean,
     normalise,
     patch_rows,
     pool_edges,
     quadrant_pool,
     sample_patches,
     triangle,
+    unit,
 )
 
 
@@ -169,7 +172,8 @@ def small_patch_fit():
     imgs = _images(48, seed=3, hw=12)
     with dask.config.set(scheduler="threads"):
         return imgs, features.fit("patches", da.from_array(imgs, chunks=(16, -1, -1, -1)), size=4, stride=2,
-                                  n_centers=6, n_patches=600, seed=0, max_iter=10, pool=2, reduce_dim=0)
+                                  n_centers=6, n_patches=600, seed=0, max_iter=10, pool=2, reduce_dim=0,
+                                  flip=False, unit_rows=False)
 
 
 def test_patch_features_are_standardised_and_chunking_invariant(small_patch_fit):
@@ -206,7 +210,7 @@ def reduced_patch_fit():
     with dask.config.set(scheduler="threads"):
         feat, F = features.fit_transform("patches", da.from_array(imgs, chunks=(25, -1, -1, -1)), size=4,
                                          stride=2, n_centers=6, n_patches=600, seed=0, max_iter=10, pool=3,
-                                         reduce_dim=5)
+                                         reduce_dim=5, flip=False, unit_rows=False, neighbours=0)
         return imgs, feat, F.compute()
 
 
@@ -245,7 +249,94 @@ def test_featurizers_pickle_and_save(tmp_path, small_patch_fit, reduced_patch_fi
             np.testing.assert_array_equal(h.transform(imgs).compute(), f.transform(imgs).compute())
 
 
+def test_unit_rows_and_neighbour_mean_against_a_brute_force_sort():
+    rng = np.random.default_rng(0)
+    rows = rng.normal(size=(200, 5)).astype(np.float32)
+    block = rng.normal(size=(37, 5)).astype(np.float32)
+    d = ((block[:, None, :].astype(np.float64) - rows[None]) ** 2).sum(-1)
+    order = np.argsort(d, axis=1)
+    for m in (1, 7, 199, 200):
+        if m < 200:  # the m-th and (m+1)-th nearest are well apart: float32 scores cannot swap them
+            gap = np.take_along_axis(d, order[:, m:m + 1], 1) - np.take_along_axis(d, order[:, m - 1:m], 1)
+            assert gap.min() > 1e-4
+        got = neighbour_mean(block, rows, m, unit_rows=False, sub=8)
+        np.testing.assert_allclose(got, rows[order[:, :m]].mean(1), rtol=1e-5, atol=1e-6)
+    u = neighbour_mean(block, rows, 7, unit_rows=True)
+    np.testing.assert_allclose(u, unit(neighbour_mean(block, rows, 7, unit_rows=False)), rtol=1e-6)
+    np.testing.assert_allclose(np.linalg.norm(u, axis=1), 1, rtol=1e-6)
+    np.testing.assert_array_equal(neighbour_mean(rows, rows, 1, unit_rows=False), rows)  # its own nearest
+    z = unit(np.array([[3.0, 4.0], [0.0, 0.0]]))
+    np.testing.assert_allclose(z, [[0.6, 0.8], [0.0, 0.0]], rtol=1e-7)  # a zero row stays zero, no NaN
+    assert z.dtype == np.float32
+
+
+def test_flip_averages_each_image_with_its_mirror():
+    imgs = _images(20, seed=2, hw=12)
+    f = features.fit("patches", imgs, size=4, n_centers=6, n_patches=600, max_iter=5, pool=3, reduce_dim=0,
+                     flip=True, unit_rows=False)
+    assert f.options["flip"] is True and f.options["neighbours"] == 0
+    plain = PatchFeaturizer({**f.options, "flip": False}, f.arrays)
+    a = plain.encode(imgs, standardise=False).compute().astype(np.float64)
+    b = plain.encode(imgs[:, :, ::-1], standardise=False).compute()
+    np.testing.assert_allclose(f.encode(imgs, standardise=False).compute(), (a + b) / 2, rtol=1e-5, atol=1e-5)
+    # by construction the mirror images get the same features (12 px, 4 px patches, stride 2: symmetric grid)
+    np.testing.assert_allclose(f.transform(imgs[:, :, ::-1]).compute(), f.transform(imgs).compute(),
+                               rtol=1e-4, atol=1e-4)
+    assert not np.allclose(plain.transform(imgs[:, :, ::-1]).compute(), plain.transform(imgs).compute(), atol=1e-2)
+    # a featurizer saved before the option existed (no "flip" key) reads as flip=False
+    old = PatchFeaturizer({k: v for k, v in f.options.items() if k not in ("flip", "unit_rows", "neighbours")},
+                          f.arrays)
+    np.testing.assert_array_equal(old.transform(imgs).compute(), plain.transform(imgs).compute())
+    direct = encode_images(imgs, zca_mean=f.arrays["zca_mean"], zca_w=f.arrays["zca_w"], centers=f.arrays["centers"],
+                           size=4, stride=2, to255=1.0, pool=3, flip=True, sub=7)
+    np.testing.assert_allclose(direct, (a + b) / 2, rtol=1e-5, atol=1e-5)
+
+
+def test_neighbour_averaged_features_are_the_transform_of_the_training_images(tmp_path):
+    imgs = _images(60, seed=4, hw=12)
+    feat, F = features.fit_transform("patches", da.from_array(imgs, chunks=(25, -1, -1, -1)), size=4, n_centers=6,
+                                     n_patches=600, max_iter=5, reduce_dim=4, neighbours=5)
+    F = F.compute()
+    assert F.shape == (60, 4) and feat.n_features == 4 and feat.arrays["neighbour_rows"].shape == (60, 4)
+    np.testing.assert_allclose(np.linalg.norm(F, axis=1), 1, rtol=1e-5)
+    np.testing.assert_allclose(feat.transform(imgs).compute(), F, atol=1e-5)
+    # by hand: the unit reduced rows, the mean of each row's 5 nearest of them, unit length again
+    plain = PatchFeaturizer({**feat.options, "unit_rows": False, "neighbours": 0},
+                            {k: v for k, v in feat.arrays.items() if k != "neighbour_rows"})
+    R = plain.transform(imgs).compute().astype(np.float64)
+    U = R / np.linalg.norm(R, axis=1, keepdims=True)
+    np.testing.assert_allclose(feat.arrays["neighbour_rows"], U, atol=1e-5)
+    other = _images(9, seed=8, hw=12)
+    O = plain.transform(other).compute().astype(np.float64)
+    O /= np.linalg.norm(O, axis=1, keepdims=True)
+    for A, got in ((U, F), (O, feat.transform(da.from_array(other, chunks=(4, -1, -1, -1))).compute())):
+        d = ((A[:, None, :] - U[None]) ** 2).sum(-1)
+        order = np.argsort(d, axis=1)
+        gap = np.take_along_axis(d, order[:, 5:6], 1) - np.take_along_axis(d, order[:, 4:5], 1)
+        assert gap.min() > 1e-4  # no near-tie at the 5th neighbour: float32 cannot pick another set
+        M = U[order[:, :5]].mean(1)
+        np.testing.assert_allclose(got, M / np.linalg.norm(M, axis=1, keepdims=True), atol=1e-4)
+    feat.save(tmp_path / "f.npz")
+    np.testing.assert_array_equal(features.load(tmp_path / "f.npz").transform(other).compute(),
+                                  feat.transform(other).compute())
+
+
+def test_neighbours_default_follows_the_reduction():
+    imgs = _images(30, seed=5, hw=12)
+    f = features.fit("patches", imgs, size=4, n_centers=6, n_patches=300, max_iter=3, reduce_dim=3)
+    assert f.options["neighbours"] == 30 and f.options["flip"] and f.options["unit_rows"]  # min(50, images)
+    f = features.fit("patches", imgs, size=4, n_centers=6, n_patches=300, max_iter=3, reduce_dim=0)
+    assert f.options["neighbours"] == 0 and "neighbour_rows" not in f.arrays
+
+
 def test_bad_feature_kind_and_options():
+    with pytest.raises(InputError, match="neighbours=5 averages reduced rows, but reduce_dim=0"):
+        features.fit("patches", _images(40), size=4, n_centers=6, n_patches=100, reduce_dim=0, neighbours=5)
+    with pytest.raises(InputError, match="neighbours=41 is more than the 40 training images"):
+        features.fit("patches", _images(40), size=4, n_centers=6, n_patches=100, reduce_dim=3, neighbours=41)
+    for bad in (-1, 2.5, True):
+        with pytest.raises(InputError, match="must be a whole number >= 0"):
+            features.fit("patches", _images(40), size=4, n_centers=6, n_patches=100, reduce_dim=3, neighbours=bad)
     with pytest.raises(InputError, match="not one of raw, pca, patches"):
         features.fit("sift", _images())
     with pytest.raises(InputError, match="no option"):
@@ -267,6 +358,8 @@ def test_bad_feature_kind_and_options():
     (["--features", "patches", "--compare", "sklearn"], "leave out --compare"),
     (["--features", "patches", "--dictionary-size", "50", "--patch-samples", "10"], "--patch-samples 50 or more"),
     (["--features", "pca", "--pca-dim", "0"], "--pca-dim 0: the number of components must be between 1"),
+    (["--features", "patches", "--reduce-dim", "0", "--neighbours", "5"], "pass --reduce-dim 30 or --neighbours 0"),
+    (["--features", "patches", "--neighbours", "-1"], "--neighbours -1"),
 ])
 def test_cli_refuses_what_features_cannot_do(argv, msg, tmp_path, capsys):
     assert main(["run", "--out", str(tmp_path / "o"), *argv]) == 2
@@ -302,3 +395,27 @@ def test_cli_features_pca_end_to_end_and_predict(cifar_store, tmp_path, capsys):
     pred = json.loads(capsys.readouterr().out)
     np.testing.assert_array_equal(np.load(tmp_path / "pred" / "labels.npy"), np.load(out / "labels-test.npy"))
     assert pred["metrics"]["purity"] == pytest.approx(rep["eval"]["metrics"]["purity"])
+
+
+def test_cli_features_patches_end_to_end_and_predict(cifar_store, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["run", "--data", str(cifar_store), "--subset", "200", "--features", "patches", "--dictionary-size",
+                 "8", "--patch-samples", "2000", "--reduce-dim", "6", "--neighbours", "9", "-k", "3",
+                 "--eval-split", "test", "--out", str(out), "-q", "--json"]) == 0
+    capsys.readouterr()
+    rep = json.loads((out / "report.json").read_text())
+    opts = rep["features"]["options"]
+    assert (opts["flip"], opts["unit_rows"], opts["neighbours"], rep["n_features"]) == (True, True, 9, 6)
+    f = features.load(out / "featurizer.npz")
+    assert f.arrays["neighbour_rows"].shape == (200, 6)
+    from daskmeans import load_cifar10
+
+    ds = load_cifar10(str(cifar_store), split="train").subset(200, 0)
+    Z = f.transform(ds.images).compute().astype(np.float64)
+    np.testing.assert_allclose(np.linalg.norm(Z, axis=1), 1, rtol=1e-5)
+    C = np.load(out / "centroids.npy").astype(np.float64)
+    np.testing.assert_array_equal(np.argmin(((Z[:, None, :] - C[None]) ** 2).sum(-1), axis=1),
+                                  np.load(out / "labels.npy"))
+    assert main(["predict", str(out), "--split", "test", "--out", str(tmp_path / "pred"), "-q", "--json"]) == 0
+    capsys.readouterr()
+    np.testing.assert_array_equal(np.load(tmp_path / "pred" / "labels.npy"), np.load(out / "labels-test.npy"))

@@ -14,7 +14,8 @@ dask array in, dask array ``(n, n_features)`` out.
 - ``raw``: the flat uint8 pixels, unchanged (k-means keeps its exact pixel path)
 - ``pca``: :func:`~daskmeans.features.pca.fit_pca`: exact covariance, whitened components (float32)
 - ``patches``: :func:`~daskmeans.features.patches.fit_patches`: Coates, Lee and Ng (2011) (float32,
-  standardised, then whitened PCA to ``reduce_dim`` dimensions)
+  mirror-averaged, standardised, whitened PCA to ``reduce_dim`` dimensions, unit rows, each row
+  averaged over its ``neighbours`` nearest training rows)
 """
 
 from __future__ import annotations
@@ -36,7 +37,8 @@ DEFAULTS = {
     "raw": {},
     "pca": {"dim": 100, "whiten": True, "eps": 0.0},
     "patches": {"size": 6, "stride": 2, "n_centers": 400, "n_patches": 200_000, "seed": 0, "max_iter": 50,
-                "pool": 3, "reduce_dim": 30},
+                "pool": 3, "reduce_dim": 30, "flip": True, "unit_rows": True,
+                "neighbours": None},
 }
 
 

@@ -18,10 +18,23 @@
    standardised features are projected on their top ``D`` principal axes and
    whitened (:func:`~daskmeans.features.pca.fit_pca` on the training features).
    The pooled features are thousands of strongly correlated columns; k-means on
-   a few whitened directions clusters CIFAR-10 better (see README, Features).
+   a few whitened directions clusters CIFAR-10 better (see docs, Features).
+8. ``unit_rows=True`` (default): each row is scaled to unit length, so that
+   Euclidean k-means on them is spherical k-means on the reduced features.
+9. ``neighbours=m`` (default 50 with ``reduce_dim``, else 0; 0: off): each row is
+   replaced by the mean of the ``m`` training rows nearest to it (Euclidean,
+   float32 products; a training row is its own nearest), then scaled to unit
+   length again with ``unit_rows``. The training rows of step 8 are kept in the
+   featurizer (``neighbour_rows``, ``n x D`` float32), so a test image is
+   averaged over its training neighbours by the same function.
 
-Steps 4-7 run chunk by chunk (``map_blocks`` over the image chunks; the
-dictionary and the whitening travel as small NumPy arrays). No labels are used.
+``flip=True`` (default) averages the pooled activations of each image and of
+its horizontal mirror (step 5, before the standardisation): features that do
+not change when an image is mirrored.
+
+Steps 4-9 run chunk by chunk (``map_blocks`` over the image chunks; the
+dictionary, the whitening and the neighbour rows travel as NumPy arrays). No
+labels are used.
 """
 
 from __future__ import annotations
@@ -45,6 +58,8 @@ logger = logging.getLogger("daskmeans")
 NORM_EPS = 10.0
 ZCA_EPS = 0.1
 STD_EPS = 0.01
+#: Training rows each reduced row is averaged over, by default (``neighbours=None``).
+NEIGHBOURS = 50
 #: Images encoded per NumPy step inside a chunk (bounds the memory of a task).
 SUB_IMAGES = 128
 
@@ -121,10 +136,12 @@ def quadrant_pool(F: np.ndarray, R: int, Cc: int) -> np.ndarray:
 
 
 def encode_images(images, *, zca_mean, zca_w, centers, size, stride, to255, norm_eps=NORM_EPS, pool=2,
-                  feat_mean=None, feat_scale=None, proj_mean=None, proj_w=None, sub=SUB_IMAGES) -> np.ndarray:
+                  flip=False, feat_mean=None, feat_scale=None, proj_mean=None, proj_w=None,
+                  sub=SUB_IMAGES) -> np.ndarray:
     """Pooled triangle features ``(b, pool^2 K)`` float32 of a block of images (b, H, W, C).
 
-    With ``feat_mean``/``feat_scale`` they are standardised, ``(x - mean) * scale``;
+    With ``flip`` each image's pooled features are the mean of its own and of its
+    horizontal mirror's. With ``feat_mean``/``feat_scale`` they are standardised, ``(x - mean) * scale``;
     with ``proj_mean`` (d,) / ``proj_w`` (d, D) too, the standardised rows are then
     projected, ``(x - proj_mean) @ proj_w`` (float64 products): ``(b, D)``.
     """
@@ -135,16 +152,52 @@ def encode_images(images, *, zca_mean, zca_w, centers, size, stride, to255, norm
     out = np.empty((images.shape[0], pool * pool * c.shape[0]), dtype=np.float32)
     for s in range(0, images.shape[0], sub):
         block = np.asarray(images[s:s + sub], dtype=np.float32) * np.float32(to255)
-        rows, R, Cc = patch_rows(block, size, stride)
-        x = normalise(rows, norm_eps)
-        x = (x - zm) @ zw
-        f = triangle(x, c, c_sq)
-        out[s:s + sub] = grid_pool(f.reshape(block.shape[0], R * Cc, -1), R, Cc, pool)
+        out[s:s + sub] = _pooled(block, zm, zw, c, c_sq, size, stride, norm_eps, pool)
+        if flip:
+            out[s:s + sub] += _pooled(block[:, :, ::-1], zm, zw, c, c_sq, size, stride, norm_eps, pool)
+            out[s:s + sub] *= np.float32(0.5)
     if feat_mean is not None:
         out = (out - feat_mean.astype(np.float32)) * feat_scale.astype(np.float32)
     if proj_w is not None:
         out = _project(out, proj_mean, proj_w)
     return out
+
+
+def _pooled(block, zm, zw, c, c_sq, size, stride, norm_eps, pool):
+    """Sum-pooled triangle activations ``(b, pool^2 K)`` of images ``block`` (b, H, W, C) on the 0-255 scale."""
+    rows, R, Cc = patch_rows(block, size, stride)
+    x = normalise(rows, norm_eps)
+    x = (x - zm) @ zw
+    f = triangle(x, c, c_sq)
+    return grid_pool(f.reshape(block.shape[0], R * Cc, -1), R, Cc, pool)
+
+
+def unit(block) -> np.ndarray:
+    """Rows scaled to unit Euclidean length (a zero row stays zero), float32."""
+    block = np.asarray(block, dtype=np.float32)
+    norm = np.sqrt((block.astype(np.float64) ** 2).sum(axis=1, keepdims=True))
+    return (block / np.where(norm > 0, norm, 1.0)).astype(np.float32)
+
+
+def neighbour_mean(block, rows, m: int, unit_rows: bool = True, sub: int = 512) -> np.ndarray:
+    """Each row of ``block`` replaced by the mean of its ``m`` nearest ``rows`` (Euclidean, float32 products).
+
+    ``rows``: the training rows (N, D). Nearest by ``|r|^2 - 2 x.r`` (the set of the
+    ``m`` smallest, :func:`numpy.argpartition`). With ``unit_rows`` the means are
+    scaled to unit length. ``sub`` rows of ``block`` at a time (``sub x N`` scores).
+    """
+    block = np.asarray(block, dtype=np.float32)
+    rows = np.asarray(rows, dtype=np.float32)
+    m = min(int(m), rows.shape[0])
+    rsq = (rows * rows).sum(axis=1)
+    out = np.empty_like(block)
+    for s in range(0, block.shape[0], sub):
+        score = block[s:s + sub] @ rows.T
+        score *= -2
+        score += rsq[None, :]
+        idx = np.argpartition(score, m - 1, axis=1)[:, :m] if m < rows.shape[0] else np.arange(m)[None, :]
+        out[s:s + sub] = rows[idx].astype(np.float64).mean(axis=1)
+    return unit(out) if unit_rows else out
 
 
 def _project(block, mean, w):
@@ -196,7 +249,11 @@ class PatchFeaturizer(Featurizer):
     """Coates-Lee-Ng features: arrays ``zca_mean``, ``zca_w``, ``centers`` (K, p*p*C),
     ``feat_mean`` and ``feat_scale`` (g^2 K,) (standardisation; absent before it is
     fitted) and, with ``reduce_dim=D``, the whitened PCA of the standardised features:
-    ``reduce_mean`` (g^2 K,), ``reduce_components`` (D, g^2 K) and ``reduce_variance`` (D,)."""
+    ``reduce_mean`` (g^2 K,), ``reduce_components`` (D, g^2 K) and ``reduce_variance`` (D,);
+    with ``neighbours=m``, ``neighbour_rows`` (n_train, D): the training rows the means are taken over.
+
+    Options absent from a featurizer saved before they existed read as off
+    (``flip=False``, ``unit_rows=False``, ``neighbours=0``)."""
 
     kind = "patches"
 
@@ -233,15 +290,26 @@ class PatchFeaturizer(Featurizer):
         return X.map_blocks(
             encode_images, zca_mean=self.arrays["zca_mean"], zca_w=self.arrays["zca_w"],
             centers=self.arrays["centers"], size=size, stride=stride, to255=255.0 * pixel_units(X.dtype),
-            pool=int(self.options.get("pool", 2)),
+            pool=int(self.options.get("pool", 2)), flip=bool(self.options.get("flip", False)),
             feat_mean=self.arrays["feat_mean"] if std else None, feat_scale=self.arrays["feat_scale"] if std else None,
             proj_mean=pm, proj_w=pw, dtype=np.float32,
             chunks=(X.chunks[0], (pw.shape[1] if pw is not None else self.pooled_features,)), drop_axis=[2, 3],
         )
 
     def transform(self, X) -> da.Array:
-        """``(n, n_features)`` float32: the standardised (and, if fitted, reduced) features of ``X``."""
-        return self.encode(X, standardise=True, reduce=True)
+        """``(n, n_features)`` float32: the standardised (and, if fitted, reduced, unit-length and
+        neighbour-averaged) features of ``X``."""
+        return self._finish(self.encode(X, standardise=True, reduce=True))
+
+    def _finish(self, F: da.Array) -> da.Array:
+        """Steps 8 and 9 on reduced rows ``F``: unit length, then the mean over the training neighbours."""
+        unit_rows = bool(self.options.get("unit_rows", False))
+        if unit_rows:
+            F = F.map_blocks(unit, dtype=np.float32)
+        if "neighbour_rows" in self.arrays:
+            F = F.map_blocks(neighbour_mean, rows=self.arrays["neighbour_rows"],
+                             m=int(self.options["neighbours"]), unit_rows=unit_rows, dtype=np.float32)
+        return F
 
 
 def _fit_reduction(feat: PatchFeaturizer, Fs: da.Array, dim: int) -> tuple[da.Array, dict]:
@@ -259,8 +327,8 @@ def _fit_reduction(feat: PatchFeaturizer, Fs: da.Array, dim: int) -> tuple[da.Ar
 
 
 def fit_patches(X, *, size: int = 6, stride: int = 2, n_centers: int = 400, n_patches: int = 200_000,
-                seed: int = 0, max_iter: int = 50, pool: int = 3, reduce_dim: int = 30, persist: bool = True,
-                return_features: bool = False):
+                seed: int = 0, max_iter: int = 50, pool: int = 3, reduce_dim: int = 30, flip: bool = True,
+                unit_rows: bool = True, neighbours: int | None = None, persist: bool = True, return_features: bool = False):
     """Learn the whitening and the dictionary on ``X`` (training images), then the standardisation.
 
     Parameters
@@ -273,6 +341,10 @@ def fit_patches(X, *, size: int = 6, stride: int = 2, n_centers: int = 400, n_pa
     max_iter : Lloyd iterations of the dictionary
     pool : side g of the pooling grid (2: quadrants, 3: nine cells)
     reduce_dim : whitened principal components kept of the standardised features (0: keep all g^2 K)
+    flip : average each image's pooled activations with its horizontal mirror's
+    unit_rows : scale the (reduced) rows to unit length (Euclidean k-means on them is spherical k-means)
+    neighbours : replace each row by the mean of its ``neighbours`` nearest training rows (0: off; needs
+        reduce_dim); default (None): :data:`NEIGHBOURS` with a reduction, 0 without one
     persist : keep the training features in memory (else they are recomputed when used)
     return_features : also return the training features (dask, (n, n_features)): standardised, reduced
     """
@@ -291,6 +363,15 @@ def fit_patches(X, *, size: int = 6, stride: int = 2, n_centers: int = 400, n_pa
         raise InputError(f"reduce_dim={reduce_dim} must be between 0 (off) and min(images - 1, pool^2 x centres) = "
                          f"{min(N - 1, pool * pool * n_centers)}; pass a smaller reduce_dim (--reduce-dim) or fit on more "
                          f"images")
+    if neighbours is None:
+        neighbours = min(NEIGHBOURS, N) if reduce_dim else 0
+    if not isinstance(neighbours, (int, np.integer)) or isinstance(neighbours, bool) or neighbours < 0:
+        raise InputError(f"neighbours={neighbours!r} must be a whole number >= 0 (0: off); pass neighbours=50")
+    if neighbours and not reduce_dim:
+        raise InputError(f"neighbours={neighbours} averages reduced rows, but reduce_dim=0 keeps all "
+                         f"{pool * pool * n_centers} features; pass reduce_dim=30 (--reduce-dim) or neighbours=0")
+    if neighbours > N:
+        raise InputError(f"neighbours={neighbours} is more than the {N} training images; pass neighbours={N} or fewer")
     if n_patches < n_centers:
         raise InputError(f"{n_patches} patches cannot make a dictionary of {n_centers} centres; "
                          f"pass --patch-samples {n_centers} or more")
@@ -308,6 +389,7 @@ def fit_patches(X, *, size: int = 6, stride: int = 2, n_centers: int = 400, n_pa
     logger.info("dictionary of %d centres in %.1f s (%d iterations)", n_centers, t_dict - t_sample, km.n_iter_)
     options = {"size": int(size), "stride": int(stride), "n_centers": int(n_centers), "n_patches": int(n_patches),
                "seed": int(seed), "max_iter": int(max_iter), "pool": int(pool), "reduce_dim": int(reduce_dim),
+               "flip": bool(flip), "unit_rows": bool(unit_rows), "neighbours": int(neighbours),
                "image_shape": [int(H), int(W), int(C)]}
     feat = PatchFeaturizer(options, {"zca_mean": zca_mean, "zca_w": zca_w,
                                      "centers": np.asarray(km.cluster_centers_, dtype=np.float32)})
@@ -323,6 +405,21 @@ def fit_patches(X, *, size: int = 6, stride: int = 2, n_centers: int = 400, n_pa
     logger.info("encoded %d images into %d features in %.1f s", N, feat.pooled_features, t_enc - t_dict)
     Fs = F.map_blocks(_standardise, mean=feat.arrays["feat_mean"], scale=feat.arrays["feat_scale"], dtype=np.float32)
     Fs, info = _fit_reduction(feat, Fs, reduce_dim) if reduce_dim else (Fs, {})
+    if neighbours:
+        t_red = time.perf_counter()
+        rows = np.ascontiguousarray((Fs.map_blocks(unit, dtype=np.float32) if unit_rows else Fs).compute(),
+                                    dtype=np.float32)
+        feat.arrays["neighbour_rows"] = rows
+        Fs = da.from_array(rows, chunks=(Fs.chunks[0], -1)).map_blocks(
+            neighbour_mean, rows=rows, m=int(neighbours), unit_rows=unit_rows, dtype=np.float32)
+        if persist:
+            Fs = Fs.persist()
+            dask.compute(Fs.sum())
+        info["neighbours_seconds"] = time.perf_counter() - t_red
+        logger.info("each row averaged over its %d nearest training rows in %.1f s", neighbours,
+                    info["neighbours_seconds"])
+    elif unit_rows:
+        Fs = Fs.map_blocks(unit, dtype=np.float32)
     t_end = time.perf_counter()
     feat.info = {"fit_seconds": t_end - t0, "sample_seconds": t_sample - t0, "dictionary_seconds": t_dict - t_sample,
                  "encode_seconds": t_enc - t_dict, "dictionary_iterations": int(km.n_iter_),
