@@ -88,6 +88,8 @@ def main(argv=None) -> None:
                     help="patches: keep the reduced rows' lengths")
     ap.add_argument("--neighbours", type=int, default=features.DEFAULTS["patches"]["neighbours"],
                     help="patches: average each reduced row over its M nearest training rows (0: off)")
+    ap.add_argument("--neighbour-steps", type=int, default=features.DEFAULTS["patches"]["neighbour_steps"],
+                    help="patches: averaging steps over the training rows' neighbour graph")
     ap.add_argument("--json", metavar="FILE", help="also write the rows as JSON")
     ap.add_argument("-v", "--verbose", action="store_true", help="daskmeans's progress lines on stderr")
     args = ap.parse_args(argv)
@@ -101,7 +103,7 @@ def main(argv=None) -> None:
             "patches": {"size": args.patch_size, "stride": args.patch_stride, "n_centers": args.dictionary_size,
                         "n_patches": args.patch_samples, "seed": args.seed, "pool": args.pool,
                         "reduce_dim": args.reduce_dim, "flip": args.flip, "unit_rows": args.unit_rows,
-                        "neighbours": args.neighbours}}
+                        "neighbours": args.neighbours, "neighbour_steps": args.neighbour_steps}}
     seeds = [int(s) for s in args.kmeans_seeds.split(",")] if args.kmeans_seeds else [args.seed]
     load_before = os.getloadavg()
     rows = []

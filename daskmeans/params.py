@@ -212,7 +212,7 @@ _DECLARED = [
        help="what k-means clusters: raw pixels, pca (whitened principal components, --pca-dim) or patches "
             "(Coates-Lee-Ng single-layer features: a patch dictionary learned by k-means, pooled over a "
             "3 x 3 grid, averaged with the mirror image, standardised, whitened PCA to 30 dimensions, unit rows, "
-            "each row averaged over its 50 nearest training rows); no labels are used"),
+            "5 steps of averaging over the 50 nearest training rows); no labels are used"),
     _p(name="pca_dim", kind="int", default=100, low=1, high=3072, flag="--pca-dim", metavar="D",
        what="the number of components", help="--features pca: components kept (whitened)"),
     _p(name="patch_size", kind="int", default=6, low=2, high=32, flag="--patch-size", metavar="P",
@@ -240,6 +240,10 @@ _DECLARED = [
        what="the number of neighbours",
        help="--features patches: replace each reduced row by the mean of its M nearest training rows "
             "(default 50 with --reduce-dim > 0, else 0; 0: off; at most the number of training images)"),
+    _p(name="neighbour_steps", kind="int", default=5, low=1, flag="--neighbour-steps", metavar="T",
+       what="the number of averaging steps",
+       help="--features patches: with --neighbours, T steps of averaging over the training rows' "
+            "nearest-neighbour graph (a diffusion; 1: one mean over the neighbours)"),
     _p(name="cluster", kind="str", default=None, nullable=True, flag="--cluster", metavar="NAME",
        help="a profile of cluster.yaml ($DASKMEANS_CLUSTER_CONFIG, else ./cluster.yaml): threads, local, "
             "address, local-cuda, jobqueue or kubernetes; see README, Running on a Dask cluster"),

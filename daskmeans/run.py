@@ -80,6 +80,7 @@ class Settings:
     patch_flip: bool = True
     unit_rows: bool = True
     neighbours: int | None = None  # --features patches: 50 with --reduce-dim > 0, else 0
+    neighbour_steps: int = 5
 
     def validate(self) -> None:
         """Check every option before any data is read (values + fixes in messages).
@@ -156,7 +157,7 @@ class Settings:
             return {"size": self.patch_size, "stride": self.patch_stride, "n_centers": self.dictionary_size,
                     "n_patches": self.patch_samples, "seed": self.seed, "pool": self.patch_pool,
                     "reduce_dim": self.reduce_dim, "flip": self.patch_flip, "unit_rows": self.unit_rows,
-                    "neighbours": self.neighbours}
+                    "neighbours": self.neighbours, "neighbour_steps": self.neighbour_steps}
         return {}
 
     def n_features(self) -> int:

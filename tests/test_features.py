@@ -292,30 +292,44 @@ def test_flip_averages_each_image_with_its_mirror():
     np.testing.assert_allclose(direct, (a + b) / 2, rtol=1e-5, atol=1e-5)
 
 
-def test_neighbour_averaged_features_are_the_transform_of_the_training_images(tmp_path):
+@pytest.mark.parametrize("steps", [1, 3])
+def test_neighbour_averaged_features_are_the_transform_of_the_training_images(tmp_path, steps):
     imgs = _images(60, seed=4, hw=12)
     feat, F = features.fit_transform("patches", da.from_array(imgs, chunks=(25, -1, -1, -1)), size=4, n_centers=6,
-                                     n_patches=600, max_iter=5, reduce_dim=4, neighbours=5)
+                                     n_patches=600, max_iter=5, reduce_dim=4, neighbours=5, neighbour_steps=steps)
     F = F.compute()
     assert F.shape == (60, 4) and feat.n_features == 4 and feat.arrays["neighbour_rows"].shape == (60, 4)
+    assert ("neighbour_values" in feat.arrays) == (steps > 1)
     np.testing.assert_allclose(np.linalg.norm(F, axis=1), 1, rtol=1e-5)
     np.testing.assert_allclose(feat.transform(imgs).compute(), F, atol=1e-5)
-    # by hand: the unit reduced rows, the mean of each row's 5 nearest of them, unit length again
+    # by hand: the unit reduced rows U; each row's 5 nearest of them; H_s = unit(mean of H_{s-1} over them)
     plain = PatchFeaturizer({**feat.options, "unit_rows": False, "neighbours": 0},
-                            {k: v for k, v in feat.arrays.items() if k != "neighbour_rows"})
+                            {k: v for k, v in feat.arrays.items() if not k.startswith("neighbour_")})
     R = plain.transform(imgs).compute().astype(np.float64)
     U = R / np.linalg.norm(R, axis=1, keepdims=True)
     np.testing.assert_allclose(feat.arrays["neighbour_rows"], U, atol=1e-5)
-    other = _images(9, seed=8, hw=12)
-    O = plain.transform(other).compute().astype(np.float64)
-    O /= np.linalg.norm(O, axis=1, keepdims=True)
-    for A, got in ((U, F), (O, feat.transform(da.from_array(other, chunks=(4, -1, -1, -1))).compute())):
+
+    def nearest(A):
         d = ((A[:, None, :] - U[None]) ** 2).sum(-1)
         order = np.argsort(d, axis=1)
         gap = np.take_along_axis(d, order[:, 5:6], 1) - np.take_along_axis(d, order[:, 4:5], 1)
         assert gap.min() > 1e-4  # no near-tie at the 5th neighbour: float32 cannot pick another set
-        M = U[order[:, :5]].mean(1)
-        np.testing.assert_allclose(got, M / np.linalg.norm(M, axis=1, keepdims=True), atol=1e-4)
+        return order[:, :5]
+
+    def step(H, idx):
+        M = H[idx].mean(1)
+        return M / np.linalg.norm(M, axis=1, keepdims=True)
+
+    idx = nearest(U)
+    H = U
+    for _ in range(steps - 1):
+        H = step(H, idx)
+    np.testing.assert_allclose(F, step(H, idx), atol=1e-4)
+    other = _images(9, seed=8, hw=12)
+    O = plain.transform(other).compute().astype(np.float64)
+    O /= np.linalg.norm(O, axis=1, keepdims=True)
+    np.testing.assert_allclose(feat.transform(da.from_array(other, chunks=(4, -1, -1, -1))).compute(),
+                               step(H, nearest(O)), atol=1e-4)
     feat.save(tmp_path / "f.npz")
     np.testing.assert_array_equal(features.load(tmp_path / "f.npz").transform(other).compute(),
                                   feat.transform(other).compute())
@@ -325,6 +339,7 @@ def test_neighbours_default_follows_the_reduction():
     imgs = _images(30, seed=5, hw=12)
     f = features.fit("patches", imgs, size=4, n_centers=6, n_patches=300, max_iter=3, reduce_dim=3)
     assert f.options["neighbours"] == 30 and f.options["flip"] and f.options["unit_rows"]  # min(50, images)
+    assert f.options["neighbour_steps"] == 5 and f.arrays["neighbour_values"].shape == (30, 3)
     f = features.fit("patches", imgs, size=4, n_centers=6, n_patches=300, max_iter=3, reduce_dim=0)
     assert f.options["neighbours"] == 0 and "neighbour_rows" not in f.arrays
 
@@ -337,6 +352,10 @@ def test_bad_feature_kind_and_options():
     for bad in (-1, 2.5, True):
         with pytest.raises(InputError, match="must be a whole number >= 0"):
             features.fit("patches", _images(40), size=4, n_centers=6, n_patches=100, reduce_dim=3, neighbours=bad)
+    for bad in (0, 1.5, None):
+        with pytest.raises(InputError, match=r"neighbour_steps=.* must be a whole number >= 1"):
+            features.fit("patches", _images(40), size=4, n_centers=6, n_patches=100, reduce_dim=3,
+                         neighbour_steps=bad)
     with pytest.raises(InputError, match="not one of raw, pca, patches"):
         features.fit("sift", _images())
     with pytest.raises(InputError, match="no option"):
@@ -360,6 +379,7 @@ def test_bad_feature_kind_and_options():
     (["--features", "pca", "--pca-dim", "0"], "--pca-dim 0: the number of components must be between 1"),
     (["--features", "patches", "--reduce-dim", "0", "--neighbours", "5"], "pass --reduce-dim 30 or --neighbours 0"),
     (["--features", "patches", "--neighbours", "-1"], "--neighbours -1"),
+    (["--features", "patches", "--neighbour-steps", "0"], "--neighbour-steps 0"),
 ])
 def test_cli_refuses_what_features_cannot_do(argv, msg, tmp_path, capsys):
     assert main(["run", "--out", str(tmp_path / "o"), *argv]) == 2
@@ -407,7 +427,7 @@ def test_cli_features_patches_end_to_end_and_predict(cifar_store, tmp_path, caps
     opts = rep["features"]["options"]
     assert (opts["flip"], opts["unit_rows"], opts["neighbours"], rep["n_features"]) == (True, True, 9, 6)
     f = features.load(out / "featurizer.npz")
-    assert f.arrays["neighbour_rows"].shape == (200, 6)
+    assert f.arrays["neighbour_rows"].shape == f.arrays["neighbour_values"].shape == (200, 6)
     from daskmeans import load_cifar10
 
     ds = load_cifar10(str(cifar_store), split="train").subset(200, 0)

@@ -14,8 +14,8 @@ dask array in, dask array ``(n, n_features)`` out.
 - ``raw``: the flat uint8 pixels, unchanged (k-means keeps its exact pixel path)
 - ``pca``: :func:`~daskmeans.features.pca.fit_pca`: exact covariance, whitened components (float32)
 - ``patches``: :func:`~daskmeans.features.patches.fit_patches`: Coates, Lee and Ng (2011) (float32,
-  mirror-averaged, standardised, whitened PCA to ``reduce_dim`` dimensions, unit rows, each row
-  averaged over its ``neighbours`` nearest training rows)
+  mirror-averaged, standardised, whitened PCA to ``reduce_dim`` dimensions, unit rows, then
+  ``neighbour_steps`` steps of averaging over the ``neighbours`` nearest training rows)
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ DEFAULTS = {
     "pca": {"dim": 100, "whiten": True, "eps": 0.0},
     "patches": {"size": 6, "stride": 2, "n_centers": 400, "n_patches": 200_000, "seed": 0, "max_iter": 50,
                 "pool": 3, "reduce_dim": 30, "flip": True, "unit_rows": True,
-                "neighbours": None},
+                "neighbours": None, "neighbour_steps": 5},
 }
 
 

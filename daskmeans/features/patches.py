@@ -21,12 +21,16 @@
    a few whitened directions clusters CIFAR-10 better (see docs, Features).
 8. ``unit_rows=True`` (default): each row is scaled to unit length, so that
    Euclidean k-means on them is spherical k-means on the reduced features.
-9. ``neighbours=m`` (default 50 with ``reduce_dim``, else 0; 0: off): each row is
-   replaced by the mean of the ``m`` training rows nearest to it (Euclidean,
-   float32 products; a training row is its own nearest), then scaled to unit
-   length again with ``unit_rows``. The training rows of step 8 are kept in the
-   featurizer (``neighbour_rows``, ``n x D`` float32), so a test image is
-   averaged over its training neighbours by the same function.
+9. ``neighbours=m`` (default 50 with ``reduce_dim``, else 0; 0: off) and
+   ``neighbour_steps=t`` (default 5): a diffusion over the training rows'
+   ``m``-nearest-neighbour graph. Each training row ``i`` has ``m`` nearest
+   training rows ``N(i)`` (Euclidean, float32 products; a training row is its own
+   nearest); ``H_0`` = the rows of step 8 and ``H_s(i)`` = the mean of ``H_{s-1}``
+   over ``N(i)``, scaled to unit length with ``unit_rows``. The features are
+   ``H_t``. The featurizer keeps the training rows (``neighbour_rows``) and their
+   ``H_{t-1}`` (``neighbour_values``, both ``n x D`` float32), so any image, a test
+   image included, gets the same last step: the mean of ``H_{t-1}`` over its ``m``
+   nearest training rows.
 
 ``flip=True`` (default) averages the pooled activations of each image and of
 its horizontal mirror (step 5, before the standardisation): features that do
@@ -60,6 +64,8 @@ ZCA_EPS = 0.1
 STD_EPS = 0.01
 #: Training rows each reduced row is averaged over, by default (``neighbours=None``).
 NEIGHBOURS = 50
+#: Averaging steps over the training rows' neighbour graph, by default.
+NEIGHBOUR_STEPS = 5
 #: Images encoded per NumPy step inside a chunk (bounds the memory of a task).
 SUB_IMAGES = 128
 
@@ -179,24 +185,35 @@ def unit(block) -> np.ndarray:
     return (block / np.where(norm > 0, norm, 1.0)).astype(np.float32)
 
 
-def neighbour_mean(block, rows, m: int, unit_rows: bool = True, sub: int = 512) -> np.ndarray:
-    """Each row of ``block`` replaced by the mean of its ``m`` nearest ``rows`` (Euclidean, float32 products).
+def nearest_rows(block, rows, m: int, sub: int = 512) -> np.ndarray:
+    """``(b, m)`` indices of the ``m`` nearest ``rows`` (N, D) to each row of ``block`` (Euclidean).
 
-    ``rows``: the training rows (N, D). Nearest by ``|r|^2 - 2 x.r`` (the set of the
-    ``m`` smallest, :func:`numpy.argpartition`). With ``unit_rows`` the means are
-    scaled to unit length. ``sub`` rows of ``block`` at a time (``sub x N`` scores).
+    Nearest by ``|r|^2 - 2 x.r`` in float32 (the set of the ``m`` smallest,
+    :func:`numpy.argpartition`; their order is not defined); ``sub`` rows of
+    ``block`` at a time (``sub x N`` scores in memory).
     """
     block = np.asarray(block, dtype=np.float32)
     rows = np.asarray(rows, dtype=np.float32)
     m = min(int(m), rows.shape[0])
     rsq = (rows * rows).sum(axis=1)
-    out = np.empty_like(block)
+    out = np.empty((block.shape[0], m), dtype=np.intp)
     for s in range(0, block.shape[0], sub):
         score = block[s:s + sub] @ rows.T
         score *= -2
         score += rsq[None, :]
-        idx = np.argpartition(score, m - 1, axis=1)[:, :m] if m < rows.shape[0] else np.arange(m)[None, :]
-        out[s:s + sub] = rows[idx].astype(np.float64).mean(axis=1)
+        out[s:s + sub] = np.argpartition(score, m - 1, axis=1)[:, :m] if m < rows.shape[0] else np.arange(m)
+    return out
+
+
+def neighbour_mean(block, rows, m: int, unit_rows: bool = True, values=None, sub: int = 512) -> np.ndarray:
+    """Each row of ``block`` replaced by the mean of ``values`` (default: ``rows``) over its ``m``
+    nearest ``rows`` (:func:`nearest_rows`); with ``unit_rows`` scaled to unit length."""
+    idx = nearest_rows(block, rows, m, sub)
+    return _average(np.asarray(rows if values is None else values, dtype=np.float32), idx, unit_rows)
+
+
+def _average(values, idx, unit_rows):
+    out = values[idx].astype(np.float64).mean(axis=1).astype(np.float32)
     return unit(out) if unit_rows else out
 
 
@@ -250,7 +267,8 @@ class PatchFeaturizer(Featurizer):
     ``feat_mean`` and ``feat_scale`` (g^2 K,) (standardisation; absent before it is
     fitted) and, with ``reduce_dim=D``, the whitened PCA of the standardised features:
     ``reduce_mean`` (g^2 K,), ``reduce_components`` (D, g^2 K) and ``reduce_variance`` (D,);
-    with ``neighbours=m``, ``neighbour_rows`` (n_train, D): the training rows the means are taken over.
+    with ``neighbours=m``, ``neighbour_rows`` (n_train, D): the training rows whose neighbours are
+    averaged, and with ``neighbour_steps > 1`` ``neighbour_values`` (n_train, D): what is averaged.
 
     Options absent from a featurizer saved before they existed read as off
     (``flip=False``, ``unit_rows=False``, ``neighbours=0``)."""
@@ -308,7 +326,8 @@ class PatchFeaturizer(Featurizer):
             F = F.map_blocks(unit, dtype=np.float32)
         if "neighbour_rows" in self.arrays:
             F = F.map_blocks(neighbour_mean, rows=self.arrays["neighbour_rows"],
-                             m=int(self.options["neighbours"]), unit_rows=unit_rows, dtype=np.float32)
+                             m=int(self.options["neighbours"]), unit_rows=unit_rows,
+                             values=self.arrays.get("neighbour_values"), dtype=np.float32)
         return F
 
 
@@ -328,7 +347,8 @@ def _fit_reduction(feat: PatchFeaturizer, Fs: da.Array, dim: int) -> tuple[da.Ar
 
 def fit_patches(X, *, size: int = 6, stride: int = 2, n_centers: int = 400, n_patches: int = 200_000,
                 seed: int = 0, max_iter: int = 50, pool: int = 3, reduce_dim: int = 30, flip: bool = True,
-                unit_rows: bool = True, neighbours: int | None = None, persist: bool = True, return_features: bool = False):
+                unit_rows: bool = True, neighbours: int | None = None,
+                neighbour_steps: int = NEIGHBOUR_STEPS, persist: bool = True, return_features: bool = False):
     """Learn the whitening and the dictionary on ``X`` (training images), then the standardisation.
 
     Parameters
@@ -345,6 +365,7 @@ def fit_patches(X, *, size: int = 6, stride: int = 2, n_centers: int = 400, n_pa
     unit_rows : scale the (reduced) rows to unit length (Euclidean k-means on them is spherical k-means)
     neighbours : replace each row by the mean of its ``neighbours`` nearest training rows (0: off; needs
         reduce_dim); default (None): :data:`NEIGHBOURS` with a reduction, 0 without one
+    neighbour_steps : averaging steps over the training rows' neighbour graph (with neighbours)
     persist : keep the training features in memory (else they are recomputed when used)
     return_features : also return the training features (dask, (n, n_features)): standardised, reduced
     """
@@ -370,6 +391,8 @@ def fit_patches(X, *, size: int = 6, stride: int = 2, n_centers: int = 400, n_pa
     if neighbours and not reduce_dim:
         raise InputError(f"neighbours={neighbours} averages reduced rows, but reduce_dim=0 keeps all "
                          f"{pool * pool * n_centers} features; pass reduce_dim=30 (--reduce-dim) or neighbours=0")
+    if not isinstance(neighbour_steps, (int, np.integer)) or isinstance(neighbour_steps, bool) or neighbour_steps < 1:
+        raise InputError(f"neighbour_steps={neighbour_steps!r} must be a whole number >= 1; pass neighbour_steps=5")
     if neighbours > N:
         raise InputError(f"neighbours={neighbours} is more than the {N} training images; pass neighbours={N} or fewer")
     if n_patches < n_centers:
@@ -390,7 +413,7 @@ def fit_patches(X, *, size: int = 6, stride: int = 2, n_centers: int = 400, n_pa
     options = {"size": int(size), "stride": int(stride), "n_centers": int(n_centers), "n_patches": int(n_patches),
                "seed": int(seed), "max_iter": int(max_iter), "pool": int(pool), "reduce_dim": int(reduce_dim),
                "flip": bool(flip), "unit_rows": bool(unit_rows), "neighbours": int(neighbours),
-               "image_shape": [int(H), int(W), int(C)]}
+               "neighbour_steps": int(neighbour_steps), "image_shape": [int(H), int(W), int(C)]}
     feat = PatchFeaturizer(options, {"zca_mean": zca_mean, "zca_w": zca_w,
                                      "centers": np.asarray(km.cluster_centers_, dtype=np.float32)})
     F = feat.encode(X, standardise=False)
@@ -410,14 +433,21 @@ def fit_patches(X, *, size: int = 6, stride: int = 2, n_centers: int = 400, n_pa
         rows = np.ascontiguousarray((Fs.map_blocks(unit, dtype=np.float32) if unit_rows else Fs).compute(),
                                     dtype=np.float32)
         feat.arrays["neighbour_rows"] = rows
-        Fs = da.from_array(rows, chunks=(Fs.chunks[0], -1)).map_blocks(
-            neighbour_mean, rows=rows, m=int(neighbours), unit_rows=unit_rows, dtype=np.float32)
+        R = da.from_array(rows, chunks=(Fs.chunks[0], -1))
+        idx = np.concatenate(dask.compute(*[dask.delayed(nearest_rows)(b, rows, int(neighbours))
+                                            for b in R.to_delayed().ravel()]))
+        H = rows
+        for _ in range(neighbour_steps - 1):
+            H = _average(H, idx, unit_rows)
+        if neighbour_steps > 1:
+            feat.arrays["neighbour_values"] = H
+        Fs = da.from_array(_average(H, idx, unit_rows), chunks=(Fs.chunks[0], -1))
         if persist:
             Fs = Fs.persist()
             dask.compute(Fs.sum())
         info["neighbours_seconds"] = time.perf_counter() - t_red
-        logger.info("each row averaged over its %d nearest training rows in %.1f s", neighbours,
-                    info["neighbours_seconds"])
+        logger.info("%d steps of averaging over the %d nearest training rows in %.1f s", neighbour_steps,
+                    neighbours, info["neighbours_seconds"])
     elif unit_rows:
         Fs = Fs.map_blocks(unit, dtype=np.float32)
     t_end = time.perf_counter()
