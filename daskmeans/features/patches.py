@@ -345,6 +345,61 @@ def _fit_reduction(feat: PatchFeaturizer, Fs: da.Array, dim: int) -> tuple[da.Ar
     return Fs.map_blocks(_project, mean=pm, w=pw, dtype=np.float32, chunks=(Fs.chunks[0], (dim,))), info
 
 
+def _check_grid(size: int, stride: int, pool: int, reduce_dim: int, n: int, side: int, n_centers: int) -> None:
+    """Patch size, stride, pooling grid and reduction against ``n`` images of ``side`` pixels."""
+    if not 1 <= size <= side:
+        raise InputError(f"patch size {size} must be between 1 and {side}; pass --patch-size 6")
+    if stride < 1:
+        raise InputError(f"patch stride {stride} must be >= 1; pass --patch-stride 2")
+    positions = (side - size) // max(stride, 1) + 1
+    if pool < 1 or pool > positions:
+        raise InputError(f"pooling grid {pool} must be between 1 and the {positions} patch positions per side; "
+                         f"pass pool=3 (or 2)")
+    if reduce_dim < 0 or reduce_dim > min(n - 1, pool * pool * n_centers):
+        raise InputError(f"reduce_dim={reduce_dim} must be between 0 (off) and min(images - 1, pool^2 x centres) = "
+                         f"{min(n - 1, pool * pool * n_centers)}; pass a smaller reduce_dim (--reduce-dim) or fit on more "
+                         f"images")
+
+
+def _check_neighbours(neighbours, steps, reduce_dim: int, n: int, pooled: int) -> int:
+    """The number of neighbours to average over (``None``: the default), checked with ``steps``."""
+    if neighbours is None:
+        neighbours = min(NEIGHBOURS, n) if reduce_dim else 0
+    if not isinstance(neighbours, (int, np.integer)) or isinstance(neighbours, bool) or neighbours < 0:
+        raise InputError(f"neighbours={neighbours!r} must be a whole number >= 0 (0: off); pass neighbours=50")
+    if neighbours and not reduce_dim:
+        raise InputError(f"neighbours={neighbours} averages reduced rows, but reduce_dim=0 keeps all "
+                         f"{pooled} features; pass reduce_dim=30 (--reduce-dim) or neighbours=0")
+    if not isinstance(steps, (int, np.integer)) or isinstance(steps, bool) or steps < 1:
+        raise InputError(f"neighbour_steps={steps!r} must be a whole number >= 1; pass neighbour_steps=5")
+    if neighbours > n:
+        raise InputError(f"neighbours={neighbours} is more than the {n} training images; pass neighbours={n} or fewer")
+    return int(neighbours)
+
+
+def _fit_neighbours(feat: PatchFeaturizer, Fs: da.Array, neighbours: int, neighbour_steps: int,
+                    unit_rows: bool) -> tuple[da.Array, float]:
+    """Step 9 on the reduced training rows ``Fs``: keep the rows (and ``H_{t-1}``) in ``feat``;
+    ``(the training features H_t, seconds)``."""
+    t_red = time.perf_counter()
+    rows = np.ascontiguousarray((Fs.map_blocks(unit, dtype=np.float32) if unit_rows else Fs).compute(),
+                                dtype=np.float32)
+    feat.arrays["neighbour_rows"] = rows
+    R = da.from_array(rows, chunks=(Fs.chunks[0], -1))
+    idx = np.concatenate(dask.compute(*[dask.delayed(nearest_rows)(b, rows, int(neighbours))
+                                        for b in R.to_delayed().ravel()]))
+    H = rows
+    for _ in range(neighbour_steps - 1):
+        H = _average(H, idx, unit_rows)
+    if neighbour_steps > 1:
+        feat.arrays["neighbour_values"] = H
+    Fs = da.from_array(_average(H, idx, unit_rows), chunks=(Fs.chunks[0], -1))  # in memory: n x D float32
+    seconds = time.perf_counter() - t_red
+    logger.info("%d steps of averaging over the %d nearest training rows in %.1f s", neighbour_steps,
+                neighbours, seconds)
+    return Fs, seconds
+
+
 def fit_patches(X, *, size: int = 6, stride: int = 2, n_centers: int = 400, n_patches: int = 200_000,
                 seed: int = 0, max_iter: int = 50, pool: int = 3, reduce_dim: int = 30, flip: bool = True,
                 unit_rows: bool = True, neighbours: int | None = None,
@@ -372,29 +427,8 @@ def fit_patches(X, *, size: int = 6, stride: int = 2, n_centers: int = 400, n_pa
     t0 = time.perf_counter()
     X = as_images(X)
     N, H, W, C = X.shape
-    if not 1 <= size <= min(H, W):
-        raise InputError(f"patch size {size} must be between 1 and {min(H, W)}; pass --patch-size 6")
-    if stride < 1:
-        raise InputError(f"patch stride {stride} must be >= 1; pass --patch-stride 2")
-    positions = (min(H, W) - size) // max(stride, 1) + 1
-    if pool < 1 or pool > positions:
-        raise InputError(f"pooling grid {pool} must be between 1 and the {positions} patch positions per side; "
-                         f"pass pool=3 (or 2)")
-    if reduce_dim < 0 or reduce_dim > min(N - 1, pool * pool * n_centers):
-        raise InputError(f"reduce_dim={reduce_dim} must be between 0 (off) and min(images - 1, pool^2 x centres) = "
-                         f"{min(N - 1, pool * pool * n_centers)}; pass a smaller reduce_dim (--reduce-dim) or fit on more "
-                         f"images")
-    if neighbours is None:
-        neighbours = min(NEIGHBOURS, N) if reduce_dim else 0
-    if not isinstance(neighbours, (int, np.integer)) or isinstance(neighbours, bool) or neighbours < 0:
-        raise InputError(f"neighbours={neighbours!r} must be a whole number >= 0 (0: off); pass neighbours=50")
-    if neighbours and not reduce_dim:
-        raise InputError(f"neighbours={neighbours} averages reduced rows, but reduce_dim=0 keeps all "
-                         f"{pool * pool * n_centers} features; pass reduce_dim=30 (--reduce-dim) or neighbours=0")
-    if not isinstance(neighbour_steps, (int, np.integer)) or isinstance(neighbour_steps, bool) or neighbour_steps < 1:
-        raise InputError(f"neighbour_steps={neighbour_steps!r} must be a whole number >= 1; pass neighbour_steps=5")
-    if neighbours > N:
-        raise InputError(f"neighbours={neighbours} is more than the {N} training images; pass neighbours={N} or fewer")
+    _check_grid(size, stride, pool, reduce_dim, N, min(H, W), n_centers)
+    neighbours = _check_neighbours(neighbours, neighbour_steps, reduce_dim, N, pool * pool * n_centers)
     if n_patches < n_centers:
         raise InputError(f"{n_patches} patches cannot make a dictionary of {n_centers} centres; "
                          f"pass --patch-samples {n_centers} or more")
@@ -429,25 +463,7 @@ def fit_patches(X, *, size: int = 6, stride: int = 2, n_centers: int = 400, n_pa
     Fs = F.map_blocks(_standardise, mean=feat.arrays["feat_mean"], scale=feat.arrays["feat_scale"], dtype=np.float32)
     Fs, info = _fit_reduction(feat, Fs, reduce_dim) if reduce_dim else (Fs, {})
     if neighbours:
-        t_red = time.perf_counter()
-        rows = np.ascontiguousarray((Fs.map_blocks(unit, dtype=np.float32) if unit_rows else Fs).compute(),
-                                    dtype=np.float32)
-        feat.arrays["neighbour_rows"] = rows
-        R = da.from_array(rows, chunks=(Fs.chunks[0], -1))
-        idx = np.concatenate(dask.compute(*[dask.delayed(nearest_rows)(b, rows, int(neighbours))
-                                            for b in R.to_delayed().ravel()]))
-        H = rows
-        for _ in range(neighbour_steps - 1):
-            H = _average(H, idx, unit_rows)
-        if neighbour_steps > 1:
-            feat.arrays["neighbour_values"] = H
-        Fs = da.from_array(_average(H, idx, unit_rows), chunks=(Fs.chunks[0], -1))
-        if persist:
-            Fs = Fs.persist()
-            dask.compute(Fs.sum())
-        info["neighbours_seconds"] = time.perf_counter() - t_red
-        logger.info("%d steps of averaging over the %d nearest training rows in %.1f s", neighbour_steps,
-                    neighbours, info["neighbours_seconds"])
+        Fs, info["neighbours_seconds"] = _fit_neighbours(feat, Fs, neighbours, neighbour_steps, unit_rows)
     elif unit_rows:
         Fs = Fs.map_blocks(unit, dtype=np.float32)
     t_end = time.perf_counter()
