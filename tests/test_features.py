@@ -249,7 +249,7 @@ def test_featurizers_pickle_and_save(tmp_path, small_patch_fit, reduced_patch_fi
             np.testing.assert_array_equal(h.transform(imgs).compute(), f.transform(imgs).compute())
 
 
-def test_unit_rows_and_neighbour_mean_against_a_brute_force_sort():
+def test_unit_rows_and_neighbour_mean_against_a_brute_force_sort(monkeypatch):
     rng = np.random.default_rng(0)
     rows = rng.normal(size=(200, 5)).astype(np.float32)
     block = rng.normal(size=(37, 5)).astype(np.float32)
@@ -265,6 +265,12 @@ def test_unit_rows_and_neighbour_mean_against_a_brute_force_sort():
     np.testing.assert_allclose(u, unit(neighbour_mean(block, rows, 7, unit_rows=False)), rtol=1e-6)
     np.testing.assert_allclose(np.linalg.norm(u, axis=1), 1, rtol=1e-6)
     np.testing.assert_array_equal(neighbour_mean(rows, rows, 1, unit_rows=False), rows)  # its own nearest
+    # the score buffer is bounded: with room for 250 scores (1 row of 200), the same neighbours
+    from daskmeans.features import patches
+
+    monkeypatch.setattr(patches, "NEIGHBOUR_SCORES", 250)
+    np.testing.assert_allclose(neighbour_mean(block, rows, 7, unit_rows=False), rows[order[:, :7]].mean(1),
+                               rtol=1e-5, atol=1e-6)
     z = unit(np.array([[3.0, 4.0], [0.0, 0.0]]))
     np.testing.assert_allclose(z, [[0.6, 0.8], [0.0, 0.0]], rtol=1e-7)  # a zero row stays zero, no NaN
     assert z.dtype == np.float32

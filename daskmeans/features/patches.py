@@ -66,6 +66,8 @@ STD_EPS = 0.01
 NEIGHBOURS = 50
 #: Averaging steps over the training rows' neighbour graph, by default.
 NEIGHBOUR_STEPS = 5
+#: Scores (float32) one step of the neighbour search holds: 128 MB, whatever the number of training rows.
+NEIGHBOUR_SCORES = 2 ** 25
 #: Images encoded per NumPy step inside a chunk (bounds the memory of a task).
 SUB_IMAGES = 128
 
@@ -190,11 +192,12 @@ def nearest_rows(block, rows, m: int, sub: int = 512) -> np.ndarray:
 
     Nearest by ``|r|^2 - 2 x.r`` in float32 (the set of the ``m`` smallest,
     :func:`numpy.argpartition`; their order is not defined); ``sub`` rows of
-    ``block`` at a time (``sub x N`` scores in memory).
+    ``block`` at a time, fewer where ``sub x N`` would pass :data:`NEIGHBOUR_SCORES`.
     """
     block = np.asarray(block, dtype=np.float32)
     rows = np.asarray(rows, dtype=np.float32)
     m = min(int(m), rows.shape[0])
+    sub = max(1, min(int(sub), NEIGHBOUR_SCORES // max(rows.shape[0], 1)))
     rsq = (rows * rows).sum(axis=1)
     out = np.empty((block.shape[0], m), dtype=np.intp)
     for s in range(0, block.shape[0], sub):
