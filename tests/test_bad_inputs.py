@@ -380,6 +380,12 @@ def test_connect_timeout_is_enforced_end_to_end(mode, tree, tmp_path, capsys):
 # -- signals clean up the staging folders ---------------------------------------------------------------
 
 
+def _terminal_signals():
+    """In the child: SIGINT handled as at a terminal. A shell starting pytest in the background (``cmd &``
+    without job control) ignores SIGINT, and ignored signals stay ignored across exec."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.mark.parametrize("sig, status", [(signal.SIGTERM, 128 + signal.SIGTERM), (signal.SIGINT, 130)])
 def test_signals_remove_the_hidden_staging_folder(sig, status, tree, tmp_path):
     server = _Server("silent")  # the run waits there, with its staging folder made
@@ -387,7 +393,8 @@ def test_signals_remove_the_hidden_staging_folder(sig, status, tree, tmp_path):
     out = tmp_path / "o"
     proc = subprocess.Popen(DASKMEANS + run_args(str(tree), str(out), "--scheduler",
                                                  f"tcp://127.0.0.1:{server.port}"),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path,
+                            preexec_fn=_terminal_signals)
     try:
         deadline = time.monotonic() + 60
         while not server.conns:
