@@ -148,6 +148,10 @@ class Settings:
         if self.features == "patches" and self.neighbours and not self.reduce_dim:
             raise InputError(f"--neighbours {self.neighbours} averages reduced rows, but --reduce-dim 0 keeps all the "
                              f"pooled features; pass --reduce-dim 30 or --neighbours 0")
+        no_neighbours = self.neighbours == 0 or (self.neighbours is None and not self.reduce_dim)
+        if self.features == "patches" and no_neighbours and self.neighbour_steps != params.get("neighbour_steps").default:
+            raise InputError(f"--neighbour-steps {self.neighbour_steps} averages over neighbours, but there are none "
+                             f"(--neighbours 0 or --reduce-dim 0); pass --neighbours 50 or drop --neighbour-steps")
 
     def feature_options(self) -> dict:
         """Options of :func:`daskmeans.features.fit` for ``features``."""

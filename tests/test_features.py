@@ -386,6 +386,8 @@ def test_bad_feature_kind_and_options():
     (["--features", "patches", "--reduce-dim", "0", "--neighbours", "5"], "pass --reduce-dim 30 or --neighbours 0"),
     (["--features", "patches", "--neighbours", "-1"], "--neighbours -1"),
     (["--features", "patches", "--neighbour-steps", "0"], "--neighbour-steps 0"),
+    (["--features", "patches", "--neighbours", "0", "--neighbour-steps", "3"], "pass --neighbours 50 or drop"),
+    (["--features", "patches", "--reduce-dim", "0", "--neighbour-steps", "3"], "but there are none"),
 ])
 def test_cli_refuses_what_features_cannot_do(argv, msg, tmp_path, capsys):
     assert main(["run", "--out", str(tmp_path / "o"), *argv]) == 2
