@@ -285,7 +285,7 @@ def test_flip_averages_each_image_with_its_mirror():
     a = plain.encode(imgs, standardise=False).compute().astype(np.float64)
     b = plain.encode(imgs[:, :, ::-1], standardise=False).compute()
     np.testing.assert_allclose(f.encode(imgs, standardise=False).compute(), (a + b) / 2, rtol=1e-5, atol=1e-5)
-    # by construction the mirror images get the same features (12 px, 4 px patches, stride 2: symmetric grid)
+    # by construction the mirror images get the same features
     np.testing.assert_allclose(f.transform(imgs[:, :, ::-1]).compute(), f.transform(imgs).compute(),
                                rtol=1e-4, atol=1e-4)
     assert not np.allclose(plain.transform(imgs[:, :, ::-1]).compute(), plain.transform(imgs).compute(), atol=1e-2)
@@ -296,6 +296,22 @@ def test_flip_averages_each_image_with_its_mirror():
     direct = encode_images(imgs, zca_mean=f.arrays["zca_mean"], zca_w=f.arrays["zca_w"], centers=f.arrays["centers"],
                            size=4, stride=2, to255=1.0, pool=3, flip=True, sub=7)
     np.testing.assert_allclose(direct, (a + b) / 2, rtol=1e-5, atol=1e-5)
+
+
+def test_mirrored_images_get_the_same_features_through_the_whole_pipeline():
+    # CIFAR-10's shape and the default steps (unit rows, neighbour diffusion)
+    imgs = np.random.default_rng(1).integers(0, 256, (120, 32, 32, 3), dtype=np.uint8)
+    f = features.fit("patches", imgs, n_centers=16, n_patches=3000, max_iter=5, reduce_dim=5, neighbours=7)
+    np.testing.assert_allclose(f.transform(imgs[:, :, ::-1]).compute(), f.transform(imgs).compute(), atol=1e-5)
+    # an asymmetric patch grid too (12 px, 4 px patches, stride 3: positions 0, 3, 6; the mirror's 2, 5, 8):
+    # an image and its mirror average the same two encodings
+    small = _images(20, seed=2, hw=12)
+    g = features.fit("patches", small, size=4, stride=3, n_centers=6, n_patches=600, max_iter=5, pool=3,
+                     reduce_dim=0, unit_rows=False)
+    np.testing.assert_allclose(g.transform(small[:, :, ::-1]).compute(), g.transform(small).compute(),
+                               rtol=1e-5, atol=1e-5)
+    plain = PatchFeaturizer({**g.options, "flip": False}, g.arrays)
+    assert not np.allclose(plain.transform(small[:, :, ::-1]).compute(), plain.transform(small).compute(), atol=1e-2)
 
 
 @pytest.mark.parametrize("steps", [1, 3])

@@ -33,8 +33,8 @@
    nearest training rows.
 
 ``flip=True`` (default) averages the pooled activations of each image and of
-its horizontal mirror (step 5, before the standardisation): features that do
-not change when an image is mirrored.
+its horizontal mirror (step 5, before the standardisation): an image and its
+mirror average the same two encodings, so they get the same features (to rounding).
 
 Steps 4-9 run chunk by chunk (``map_blocks`` over the image chunks; the
 dictionary, the whitening and the neighbour rows travel as NumPy arrays). No
