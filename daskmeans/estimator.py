@@ -509,7 +509,7 @@ default "k-means++"
             return "lloyd"
         # elkan (scikit-learn's bounds algorithm) gives Lloyd's results: daskmeans's bounds where they are exact
         if self.algorithm in ("auto", "elkan"):  # the engine's rule (other integers were made float64 already)
-            return algorithms.resolve("auto", Xd.dtype, self.metric, backend_name(Xd), weighted, Xd.shape[1])
+            return algorithms.resolve("auto", Xd.dtype, self.metric, backend_name(Xd), weighted)
         if self.algorithm == "hamerly":
             if weighted:
                 raise InputError(

@@ -379,7 +379,7 @@ def lloyd_many(
     """
     scale = pixel_scale(X.dtype)
     wd = X_work(X)
-    algorithm = algorithms.resolve(algorithm, X.dtype, metric, backend_name(X), sample_weight is not None, X.shape[1])
+    algorithm = algorithms.resolve(algorithm, X.dtype, metric, backend_name(X), sample_weight is not None)
     resume = list(resume) if resume is not None else [None] * len(centers_list)
     if metric == "cosine":
         centers_list = [unit_rows(c, "initial centres") for c in centers_list]

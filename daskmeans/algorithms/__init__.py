@@ -28,12 +28,11 @@ from .lloyd import Lloyd
 ALGORITHMS = {"lloyd": Lloyd, "hamerly": Hamerly}
 
 
-def resolve(name: str, dtype, metric: str, backend: str = "numpy", weighted: bool = False,
-            n_features: int | None = None) -> str:
+def resolve(name: str, dtype, metric: str, backend: str = "numpy", weighted: bool = False) -> str:
     """The algorithm ``auto`` stands for: Hamerly where it is exact (l2, small-integer
     data, no sample weights: its incremental sums must be exact, and so is its inertia),
-    Lloyd otherwise. ``n_features`` is accepted for callers; on short rows Hamerly was
-    measured at 4.4x Lloyd's time (d = 108, k = 400): pass algorithm="lloyd" there."""
+    Lloyd otherwise. On short rows Hamerly was measured at 4.4x Lloyd's time
+    (d = 108, k = 400): pass algorithm="lloyd" there."""
     if name == "hamerly" and weighted:
         raise InputError("algorithm='hamerly' takes no sample_weight (its incremental sums are exact only "
                          "unweighted); use algorithm='lloyd' or 'auto'")
